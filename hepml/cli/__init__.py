@@ -1,0 +1,63 @@
+"""The ``hepml`` command: one module per subcommand, each thin.
+
+Each subcommand module defines ``add_parser(subparsers)``, which registers its parser and
+sets ``func`` to a callable taking the parsed arguments and returning an exit code.
+Errors derived from :class:`hepml.errors.HepmlError` are printed as one line, without a
+traceback, and give exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from hepml import __version__
+from hepml.errors import HepmlError
+
+__all__ = ["main", "build_parser"]
+
+_SUBCOMMANDS = ("run", "generate", "predict", "evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="hepml",
+        description="Machine learning on collider data: generate events, train and "
+        "evaluate taggers from ROOT files.",
+    )
+    parser.add_argument("--version", action="version", version=f"hepml {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="warnings and errors only, no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hepml`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:
+        import os
+
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        return int(args.func(args) or 0)
+    except HepmlError as exc:
+        print(f"hepml {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hepml {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Writing ROOT files: TTrees (never RNTuple), friend trees, metadata strings.
+
+Files are written to a temporary name beside the target and renamed into place only when
+complete, so an interrupted job never leaves a half-written file under the final name and
+never destroys an existing good file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import uproot
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_tree", "write_friend_tree", "read_metadata", "METADATA_KEY"]
+
+#: Name of the TObjString that holds a JSON document describing how a file was made.
+METADATA_KEY = "hepml_metadata"
+
+
+def _group_branches(branches: Mapping[str, Any]) -> dict[str, Any]:
+    """Zip jagged branches that share a prefix (``part_px``, ``part_py``) into one record.
+
+    uproot then writes them as ``part_px``, ``part_py`` with one shared counter ``npart``,
+    the JetClass layout, instead of one counter per branch.
+    """
+    out: dict[str, Any] = {}
+    jagged: dict[str, dict[str, ak.Array]] = defaultdict(dict)
+    for name, value in branches.items():
+        arr = value if isinstance(value, ak.Array) else None
+        if arr is None and isinstance(value, np.ndarray):
+            out[name] = value
+            continue
+        arr = ak.Array(value) if arr is None else arr
+        if arr.ndim > 1 and "_" in name and not isinstance(ak.type(arr).content, ak.types.RegularType):
+            prefix, rest = name.split("_", 1)
+            jagged[prefix][rest] = arr
+        else:
+            out[name] = ak.to_numpy(arr) if arr.ndim == 1 else arr
+    for prefix, fields in jagged.items():
+        counts = [ak.num(a, axis=1) for a in fields.values()]
+        if all(ak.all(c == counts[0]) for c in counts[1:]):
+            out[prefix] = ak.zip(fields, depth_limit=2)
+        else:  # different multiplicities: let each branch carry its own counter
+            for rest, arr in fields.items():
+                out[f"{prefix}_{rest}"] = arr
+    return out
+
+
+def _branch_type(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.dtype
+    return value.type.content  # awkward ArrayType -> the per-entry type
+
+
+def _chunks(arrays: Mapping[str, Any], n: int, step: int) -> Iterable[dict[str, Any]]:
+    for start in range(0, max(n, 1), step):
+        yield {k: v[start : start + step] for k, v in arrays.items()}
+
+
+def write_tree(
+    path: str | os.PathLike,
+    branches: Mapping[str, Any],
+    *,
+    tree: str = "tree",
+    metadata: Mapping[str, Any] | None = None,
+    step: int = 100_000,
+) -> Path:
+    """Write ``branches`` as a TTree named ``tree`` into a new ROOT file, atomically.
+
+    Args:
+        path: Output file; replaced only once the new file is complete.
+        branches: Branch name to array (numpy, or awkward for jagged branches). All arrays
+            have the same length. Jagged branches sharing a prefix (``part_px``,
+            ``part_pt``) share one counter branch (``npart``).
+        tree: Name of the TTree.
+        metadata: JSON-serialisable description of how the data were made (generator
+            settings, seeds, versions), stored as a TObjString beside the tree.
+        step: Entries per basket write.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lengths = {k: len(v) for k, v in branches.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"branches of different lengths for {path}: {lengths}")
+    n = next(iter(lengths.values()), 0)
+    grouped = _group_branches(branches)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with uproot.recreate(tmp) as f:
+            f.mktree(tree, {k: _branch_type(v) for k, v in grouped.items()})
+            for chunk in _chunks(grouped, n, step) if n else ():
+                f[tree].extend(chunk)
+            if metadata is not None:
+                f[METADATA_KEY] = json.dumps(metadata, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    log.info("wrote %d entries to %s:%s", n, path, tree)
+    return path
+
+
+def write_friend_tree(
+    path: str | os.PathLike,
+    branches: Mapping[str, np.ndarray],
+    *,
+    tree: str = "predictions",
+    n_entries: int,
+    source: str | os.PathLike | None = None,
+    source_tree: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write per-entry results as a friend tree: same entry count and order as the input.
+
+    ROOT users attach it with ``t.AddFriend("predictions", "file.root")``; uproot users read
+    both trees and zip them entry by entry.
+
+    Args:
+        path: Output file.
+        branches: Flat numpy arrays, one value (or fixed-size row) per input entry.
+        tree: Name of the friend TTree.
+        n_entries: Entry count of the input tree; every branch must have exactly this length.
+        source: The input file, recorded in the metadata.
+        source_tree: The input tree name, recorded in the metadata.
+        metadata: Extra JSON-serialisable information (model, checkpoint, config).
+    """
+    for name, arr in branches.items():
+        if len(arr) != n_entries:
+            raise ValueError(
+                f"friend branch {name!r} has {len(arr)} entries but the input tree has "
+                f"{n_entries}: a friend tree must match entry for entry"
+            )
+    meta = dict(metadata or {})
+    meta.update(friend_of=str(source) if source else None, friend_of_tree=source_tree,
+                n_entries=n_entries)
+    return write_tree(path, {k: np.asarray(v) for k, v in branches.items()},
+                      tree=tree, metadata=meta)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the JSON metadata hepml stored in ``path`` (empty if there is none)."""
+    with uproot.open(path) as f:
+        if METADATA_KEY not in f:
+            return {}
+        return json.loads(str(f[METADATA_KEY]))
