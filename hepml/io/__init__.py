@@ -1,0 +1,39 @@
+"""Input and output: the only layer that opens files.
+
+Reading is chunked and validated (:mod:`hepml.io.reading`); writing makes TTrees and
+friend trees atomically (:mod:`hepml.io.writing`); workflow branch expressions live in
+:mod:`hepml.io.expressions`.
+"""
+
+from hepml.io.expressions import parse as parse_expression
+from hepml.io.reading import (
+    Chunk,
+    ChunkSpec,
+    Source,
+    expand_files,
+    file_checksum,
+    iterate,
+    num_entries,
+    open_tree,
+    read,
+    resolve_fields,
+)
+from hepml.io.writing import METADATA_KEY, read_metadata, write_friend_tree, write_tree
+
+__all__ = [
+    "Chunk",
+    "ChunkSpec",
+    "METADATA_KEY",
+    "Source",
+    "expand_files",
+    "file_checksum",
+    "iterate",
+    "num_entries",
+    "open_tree",
+    "parse_expression",
+    "read",
+    "read_metadata",
+    "resolve_fields",
+    "write_friend_tree",
+    "write_tree",
+]

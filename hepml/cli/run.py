@@ -1,0 +1,68 @@
+"""``hepml run WORKFLOW.yaml``: run one job described by a workflow file."""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from hepml.config import load_workflow
+from hepml.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``run``."""
+    p = sub.add_parser(
+        "run",
+        help="run a workflow (train, evaluate, write a run directory)",
+        description="Run the job described by a workflow YAML file. The results go to "
+        "RUNS_DIR/NAME-<timestamp>/: resolved config, input checksums, versions, checkpoints, "
+        "predictions (friend trees), metrics.json, plots (PNG and PDF) and report.html.",
+    )
+    p.add_argument("workflow", help="workflow YAML file, e.g. workflows/top_tagging_cnn.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a workflow value, e.g. --set training.epochs=2 "
+                   "(VALUE is read as YAML; repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from RUN_DIR/checkpoint_last.pt")
+    p.add_argument("--runs-dir", help="parent directory of run directories (default: from the "
+                   "workflow, 'runs')")
+    p.set_defaults(func=_run)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["a.b=1", ...]`` -> ``{"a.b": 1}`` with YAML-typed values."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.epochs=2")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = parse_overrides(args.overrides)
+    if args.runs_dir:
+        overrides["runs_dir"] = args.runs_dir
+    cfg = load_workflow(args.workflow, overrides)
+    if cfg.task == "tagging":
+        from hepml.tasks import tagging
+
+        run_dir = tagging.run(cfg, resume=args.resume)
+    print(f"run directory: {run_dir}")
+    metrics = run_dir / "metrics.json"
+    if metrics.exists():
+        import json
+
+        m = json.loads(metrics.read_text())
+        auc = m.get("auc")
+        rej = m.get("rejection", {})
+        parts = [f"AUC {auc:.4f}" if isinstance(auc, float) else ""]
+        for wp, v in rej.items():
+            val = v.get("value") if isinstance(v, dict) else v
+            if isinstance(val, (int, float)):
+                parts.append(f"1/eps_B at eps_S={wp}: {val:.1f}")
+        print("  " + ", ".join(p for p in parts if p))
+        print(f"  report: {run_dir / 'report.html'}")
+    return 0

@@ -1,0 +1,46 @@
+"""Run directories: ``runs/NAME-<timestamp>/`` with the config, inputs and versions."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hepml.io import file_checksum
+from hepml.training import distributed, versions
+
+__all__ = ["make_run_dir", "write_json", "record_inputs"]
+
+
+def make_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """Create a new, unique ``runs_dir/name-YYYYmmdd-HHMMSS`` directory."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(runs_dir) / f"{name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    if distributed.is_main_process():
+        path.mkdir(parents=True)
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def record_inputs(run_dir: Path, config: dict[str, Any], paths: list[str], entries: dict[str, int]) -> None:
+    """Write the resolved config, the input files with checksums, and software versions."""
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_json(run_dir / "inputs.json", [
+        {"path": os.path.abspath(p), "checksum": file_checksum(p), "entries": entries[p]} for p in paths
+    ])
+    write_json(run_dir / "versions.json", versions())

@@ -1,0 +1,372 @@
+"""The tagging job: ROOT jets -> representation -> classifier -> metrics, plots, report.
+
+:func:`run` trains and evaluates a tagger described by a workflow; :func:`predict`
+applies a trained checkpoint to files and writes friend trees; :func:`evaluate` turns
+existing predictions into metrics and plots. All three share :class:`TaggingData`, which
+reads chunks through :mod:`hepml.io`, builds model inputs with a representation, and
+assigns every entry to train/validation/test by the workflow seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import torch
+
+from hepml import evaluation
+from hepml.config import DataConfig, EvaluationConfig, WorkflowConfig, to_dict
+from hepml.errors import BadValueError, ConfigError, EmptyInputError, HepmlError
+from hepml.io import Source, read, write_friend_tree
+from hepml.models import build_model
+from hepml.representations import JetImageConfig, JetImages
+from hepml.tasks.rundir import make_run_dir, record_inputs, write_json
+from hepml.training import ChunkedDataset, Trainer, load_checkpoint, resolve_device
+from hepml.training import distributed
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TaggingData", "build_representation", "run", "predict", "evaluate", "SPLIT_NAMES"]
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+_REPRESENTATIONS = {"jet_image": (JetImageConfig, JetImages)}
+
+
+def build_representation(spec: dict[str, Any]) -> Any:
+    """Build the representation named by ``spec["kind"]`` from its plain options."""
+    spec = dict(spec)
+    kind = spec.pop("kind", "jet_image")
+    if kind not in _REPRESENTATIONS:
+        from hepml.errors import UnknownKeyError
+
+        raise UnknownKeyError(kind, _REPRESENTATIONS, where="representation.kind")
+    config_cls, transform_cls = _REPRESENTATIONS[kind]
+    return transform_cls(config_cls.from_dict(spec))
+
+
+def assign_split(n: int, fractions: Sequence[float], seed: int) -> np.ndarray:
+    """Split id (0 train, 1 validation, 2 test) of each of ``n`` entries, fixed by ``seed``."""
+    order = np.random.default_rng(seed).permutation(n)
+    bounds = np.round(np.cumsum(fractions) * n).astype(np.int64)
+    split = np.empty(n, dtype=np.int8)
+    start = 0
+    for i, stop in enumerate(bounds):
+        split[order[start:stop]] = i
+        start = stop
+    return split
+
+
+class TaggingData:
+    """Chunks of labelled jets turned into model inputs.
+
+    Args:
+        data: The workflow's data section.
+        representation: A transform from a chunk's arrays to an input tensor.
+        seed: Seed of the train/validation/test assignment.
+        with_labels: Read the class flags (off for scoring unlabelled data).
+        cache: Keep built chunks in memory.
+    """
+
+    def __init__(self, data: DataConfig, representation: Any, *, seed: int,
+                 with_labels: bool = True, cache: bool = True) -> None:
+        self.config = data
+        self.representation = representation
+        self.with_labels = with_labels
+        fields = list(representation.required_fields)
+        if with_labels:
+            fields += [f for f in data.labels if f not in fields]
+        self.source = Source(data.files, data.tree, fields, branches=data.branches,
+                             step_size=data.step_size, max_entries=data.max_entries)
+        self.split = assign_split(self.source.num_entries, data.split, seed)
+        self.cache = cache
+        self._built: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def labels_of(self, arrays: ak.Array, where: str) -> torch.Tensor:
+        """Class index of each entry from the one-hot flag branches."""
+        flags = np.stack([ak.to_numpy(arrays[f]).astype(np.int64) for f in self.config.labels], axis=1)
+        ok = flags.sum(axis=1) == 1
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            raise BadValueError(
+                f"{where}: {bad.size} entries do not have exactly one of the label flags "
+                f"{list(self.config.labels)} set, first at entry {int(bad[0])}. "
+                "Check data.labels in the workflow."
+            )
+        return torch.from_numpy(flags.argmax(axis=1))
+
+    def chunk(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and labels (-1 where unlabelled) of chunk ``i``."""
+        if i in self._built:
+            return self._built[i]
+        spec = self.source.chunks[i]
+        arrays = self.source.read(spec)
+        where = f"{spec.path} entries {spec.entry_start}-{spec.entry_stop}"
+        try:
+            x = self.representation(arrays)
+        except HepmlError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        empty = getattr(self.representation, "count_empty", None)
+        if empty is not None and (n_empty := empty(arrays)):
+            log.warning("%s: %d jets have no constituents; their inputs are empty", where, n_empty)
+        y = self.labels_of(arrays, where) if self.with_labels else torch.full((len(x),), -1)
+        if self.cache:
+            self._built[i] = (x, y)
+        return x, y
+
+    def dataset(self, which: int | None, *, batch_size: int, shuffle: bool, seed: int = 0) -> ChunkedDataset:
+        """Batches of split ``which`` (0, 1, 2), or of every entry in order when ``None``."""
+        loaders, lengths = [], []
+        for i, spec in enumerate(self.source.chunks):
+            part = self.split[spec.global_start : spec.global_start + len(spec)]
+            mask = torch.from_numpy(part == which) if which is not None else None
+            lengths.append(int(mask.sum()) if mask is not None else len(spec))
+
+            def load(i: int = i, mask: torch.Tensor | None = mask) -> tuple[torch.Tensor, ...]:
+                x, y = self.chunk(i)
+                return (x, y) if mask is None else (x[mask], y[mask])
+
+            loaders.append(load)
+        return ChunkedDataset(loaders, lengths, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                              cache=False)
+
+    def labels(self) -> torch.Tensor:
+        """Labels of every entry in order."""
+        return torch.cat([self.chunk(i)[1] for i in range(len(self.source.chunks))])
+
+
+def _model_spec(cfg: dict[str, Any], representation: Any, num_classes: int) -> dict[str, Any]:
+    kwargs = dict(cfg)
+    kind = kwargs.pop("kind", "cnn")
+    shape = getattr(representation, "output_shape", None)
+    if kind == "cnn" and shape is not None:
+        kwargs.setdefault("in_channels", int(shape[0]))
+        kwargs.setdefault("image_size", [int(shape[1]), int(shape[2])])
+    kwargs.setdefault("num_classes", num_classes)
+    return {"kind": kind, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+
+
+def write_predictions(run_dir: Path, source: Source, scores: np.ndarray, class_names: Sequence[str],
+                      *, labels: np.ndarray | None, split: np.ndarray | None,
+                      metadata: dict[str, Any]) -> list[Path]:
+    """One friend tree per input file, entry for entry: ``score_<class>``, label, split."""
+    out_dir = run_dir / "predictions"
+    written = []
+    offset = 0
+    for path in source.paths:
+        n = source.entries[path]
+        branches: dict[str, np.ndarray] = {
+            f"score_{name}": scores[offset:offset + n, k].astype(np.float32)
+            for k, name in enumerate(class_names)
+        }
+        if labels is not None:
+            branches["label"] = labels[offset:offset + n].astype(np.int32)
+        if split is not None:
+            branches["split"] = split[offset:offset + n]
+        target = out_dir / f"{Path(path).stem}.predictions.root"
+        written.append(write_friend_tree(target, branches, tree="predictions", n_entries=n,
+                                         source=path, source_tree=source.tree, metadata=metadata))
+        offset += n
+    return written
+
+
+def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: Sequence[str],
+                   signal_index: int, config: EvaluationConfig, out_dir: Path,
+                   history: list[dict[str, float]] | None, run_config: dict[str, Any],
+                   title: str, seed: int = 0) -> dict[str, Any]:
+    """Metrics on the scores' device, then plots, ``metrics.json`` and ``report.html``."""
+    if len(labels) == 0:
+        raise EmptyInputError(f"{title}: no labelled entries to evaluate")
+    is_signal = labels == signal_index
+    sig_score = scores[:, signal_index]
+    metrics = evaluation.evaluate_binary(
+        sig_score, is_signal, working_points=tuple(config.working_points),
+        threshold_efficiency=config.threshold_efficiency, n_bootstrap=config.n_bootstrap, seed=seed)
+    if len(class_names) > 2:
+        metrics["multiclass"] = evaluation.evaluate_multiclass(scores, labels, list(class_names))
+    metrics["class_names"] = list(class_names)
+    metrics["signal_class"] = class_names[signal_index]
+    plots: list[Path] = []
+    roc = evaluation.roc_curve(sig_score, is_signal)
+    roc_cpu = evaluation.RocCurve(*(t.cpu() if isinstance(t, torch.Tensor) else t for t in roc))
+    name = run_config.get("model", {}).get("kind", "model") if run_config else "model"
+    plots += evaluation.plot_rejection({name: roc_cpu}, out_dir / "rejection")
+    plots += evaluation.plot_roc({name: roc_cpu}, out_dir / "roc")
+    plots += evaluation.plot_score_distributions(sig_score.cpu().numpy(), labels.cpu().numpy(),
+                                                 list(class_names), out_dir / "scores")
+    cm = np.asarray(metrics["confusion_matrix"]["counts"])
+    cm_names = ["not " + class_names[signal_index], class_names[signal_index]] if len(class_names) > 2 else list(class_names)
+    if len(class_names) == 2 and signal_index == 0:
+        cm_names = cm_names[::-1]
+    plots += evaluation.plot_confusion_matrix(cm, cm_names, out_dir / "confusion_matrix", normalize=False)
+    plots += evaluation.plot_confusion_matrix(cm, cm_names, out_dir / "confusion_matrix_normalized", normalize=True)
+    if history:
+        plots += evaluation.plot_history(history, out_dir / "history")
+    evaluation.write_metrics_json(out_dir / "metrics.json", metrics)
+    evaluation.write_report(out_dir, title=title, metrics=metrics, config=run_config,
+                            plots=[p for p in plots if str(p).endswith(".png")])
+    return metrics
+
+
+def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
+    """Train and evaluate the tagger of workflow ``cfg``; return the run directory.
+
+    Args:
+        cfg: The workflow.
+        resume: A run directory of the same workflow to continue from its last checkpoint.
+    """
+    torch.manual_seed(cfg.seed)
+    representation = build_representation(cfg.representation)
+    data = TaggingData(cfg.data, representation, seed=cfg.seed)
+    n_classes = len(cfg.data.class_names)
+    model_spec = _model_spec(cfg.model, representation, n_classes)
+    run_config = to_dict(cfg)
+    run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}
+    run_config["representation"] = {"kind": cfg.representation.get("kind", "jet_image"),
+                                    **representation.to_dict()}
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "checkpoint_last.pt").exists():
+            raise ConfigError(f"--resume {run_dir}: no checkpoint_last.pt there; give the run "
+                              "directory of an interrupted run")
+    else:
+        run_dir = make_run_dir(cfg.runs_dir, cfg.name)
+    main = distributed.is_main_process()
+    if main and not resume:
+        record_inputs(run_dir, run_config, data.source.paths, data.source.entries)
+        np.save(run_dir / "split.npy", data.split)
+    counts = np.bincount(data.split, minlength=3)
+    log.info("%d entries from %d file(s): %s", data.source.num_entries, len(data.source.paths),
+             ", ".join(f"{n} {s}" for n, s in zip(counts, SPLIT_NAMES)))
+    if counts[0] == 0 or counts[1] == 0:
+        raise EmptyInputError("the training or validation split is empty; use more data or change data.split")
+    model = build_model(model_spec["kind"], **model_spec["kwargs"])
+    trainer = Trainer(model, cfg.training, run_dir=run_dir, model_spec=model_spec,
+                      run_config=run_config, seed=cfg.seed)
+    log.info("model %s: %d parameters, device %s%s", model_spec["kind"],
+             sum(p.numel() for p in model.parameters()), trainer.device,
+             ", mixed precision" if trainer.amp else "")
+    bs = cfg.training.batch_size
+    history = trainer.fit(data.dataset(0, batch_size=bs, shuffle=True, seed=cfg.seed),
+                          data.dataset(1, batch_size=bs, shuffle=False), resume=bool(resume))
+    trainer.load_best()
+    scores = trainer.predict(data.dataset(None, batch_size=max(bs, 1024), shuffle=False))
+    labels = data.labels().to(trainer.device)
+    if main:
+        write_predictions(run_dir, data.source, scores.float().cpu().numpy(), cfg.data.class_names,
+                          labels=labels.cpu().numpy(), split=data.split,
+                          metadata={"workflow": cfg.name, "checkpoint": str(run_dir / "checkpoint_best.pt")})
+        test = torch.from_numpy(data.split == 2).to(trainer.device)
+        if test.sum() == 0:
+            log.warning("the test split is empty; metrics are computed on the validation split")
+            test = torch.from_numpy(data.split == 1).to(trainer.device)
+        metrics = report_metrics(scores[test], labels[test], class_names=cfg.data.class_names,
+                                 signal_index=cfg.data.signal_index, config=cfg.evaluation,
+                                 out_dir=run_dir, history=history, run_config=run_config,
+                                 title=f"{cfg.name}: {cfg.data.class_names[cfg.data.signal_index]} tagging",
+                                 seed=cfg.seed)
+        metrics["training"] = {"epochs_run": len(history), "best_epoch": trainer.best_epoch,
+                               "device": str(trainer.device), "mixed_precision": trainer.amp,
+                               "n_train": int(counts[0]), "n_validation": int(counts[1]),
+                               "n_test": int(counts[2])}
+        evaluation.write_metrics_json(run_dir / "metrics.json", metrics)
+    return run_dir
+
+
+def predict(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *,
+            tree: str | None = None, branches: dict[str, str] | None = None,
+            device: str = "auto", batch_size: int = 1024, with_labels: bool | None = None) -> list[Path]:
+    """Score ``files`` with a trained checkpoint; write one friend tree per file.
+
+    Args:
+        checkpoint: A ``checkpoint_best.pt`` (or last) of a tagging run.
+        files: ROOT files or globs to score.
+        out_dir: Directory for the friend trees (``predictions/<stem>.predictions.root``).
+        tree: Tree name (default: the one the model was trained on).
+        branches: Branch mapping for another layout (default: the training one).
+        device: ``auto``, ``cpu``, ``cuda``...
+        batch_size: Jets per forward pass.
+        with_labels: Also copy the labels (default: if the label branches exist).
+    """
+    state = load_checkpoint(checkpoint)
+    run_config = state["config"]
+    spec = dict(run_config["representation"])
+    representation = build_representation(spec)
+    data_cfg = dict(run_config["data"])
+    data_cfg.update(files=list(files), max_entries=None, split=[0.0, 0.0, 1.0])
+    if tree:
+        data_cfg["tree"] = tree
+    if branches is not None:
+        data_cfg["branches"] = branches
+    from hepml.config import from_mapping
+
+    data_config = from_mapping(DataConfig, data_cfg, where="predict")
+    if with_labels is None:
+        try:
+            TaggingData(data_config, representation, seed=0, with_labels=True)
+            with_labels = True
+        except KeyError:
+            with_labels = False
+    data = TaggingData(data_config, representation, seed=0, with_labels=with_labels, cache=False)
+    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
+    dev = resolve_device(device)
+    model.load_state_dict(state["model_state"])
+    model.to(dev).eval()
+    outs, labels = [], []
+    with torch.no_grad():
+        for x, y in data.dataset(None, batch_size=batch_size, shuffle=False):
+            outs.append(torch.softmax(model(x.to(dev)).float(), dim=1).cpu())
+            labels.append(y)
+    scores = torch.cat(outs).numpy()
+    y = torch.cat(labels).numpy() if with_labels else None
+    return write_predictions(Path(out_dir), data.source, scores, data_config.class_names,
+                             labels=y, split=None,
+                             metadata={"checkpoint": str(checkpoint), "model": state["model"]})
+
+
+def evaluate(files: Sequence[str], out_dir: str | Path, *, signal_class: str | None = None,
+             tree: str = "predictions", config: EvaluationConfig | None = None,
+             split: str | None = "test", device: str = "auto") -> dict[str, Any]:
+    """Metrics and plots from friend trees written by :func:`run` or :func:`predict`.
+
+    Args:
+        files: Prediction files (``*.predictions.root``).
+        out_dir: Where metrics, plots and the report go.
+        signal_class: Class treated as signal (default: the last ``score_*`` branch).
+        tree: Tree name of the predictions.
+        config: Working points and bootstrap settings.
+        split: Evaluate only entries of this split when the files record one
+            (``train``, ``validation``, ``test``; ``None``: all entries).
+        device: Where the metrics are computed.
+    """
+    from hepml.io import open_tree
+
+    from hepml.io.reading import expand_files
+
+    paths = expand_files(files)
+    names = [k for k in open_tree(paths[0], tree).keys() if k.startswith("score_")]
+    if not names:
+        raise BadValueError(f"{paths[0]}:{tree}: no score_* branches; is this a predictions file?")
+    class_names = [n[len("score_"):] for n in names]
+    has_split = "split" in open_tree(paths[0], tree).keys()
+    fields = names + ["label"] + (["split"] if has_split else [])
+    arrays = read(paths, tree, fields)
+    scores = torch.from_numpy(np.stack([ak.to_numpy(arrays[n]) for n in names], axis=1))
+    labels = torch.from_numpy(ak.to_numpy(arrays["label"]).astype(np.int64))
+    if has_split and split is not None:
+        keep = torch.from_numpy(ak.to_numpy(arrays["split"]) == SPLIT_NAMES.index(split))
+        scores, labels = scores[keep], labels[keep]
+    if signal_class is not None and signal_class not in class_names:
+        raise ConfigError(f"--signal-class {signal_class!r} is not one of {class_names}")
+    sig = class_names.index(signal_class) if signal_class else len(class_names) - 1
+    dev = resolve_device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return report_metrics(scores.to(dev), labels.to(dev), class_names=class_names, signal_index=sig,
+                          config=config or EvaluationConfig(), out_dir=out_dir, history=None,
+                          run_config={"predictions": paths, "split": split},
+                          title=f"evaluation of {len(paths)} prediction file(s)")

@@ -1,0 +1,84 @@
+"""Self-describing, atomically written checkpoints.
+
+A checkpoint holds the model's name and arguments, its weights, the optimizer, scheduler
+and gradient-scaler states, the epoch, the best validation loss, the training history,
+the RNG state, the whole run configuration and the software versions: enough to rebuild
+the model without the workflow file and to resume a run exactly. Only tensors and plain
+Python values are stored, so :func:`torch.load` works with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hepml.errors import CheckpointError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "versions", "FORMAT"]
+
+FORMAT = "hepml-checkpoint/1"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that produced a result."""
+    import awkward
+    import numpy
+    import uproot
+
+    from hepml import __version__
+
+    return {
+        "hepml": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "awkward": awkward.__version__,
+        "uproot": uproot.__version__,
+    }
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = {"format": FORMAT, "versions": versions(), **state}
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: The file is missing, cut short, not a checkpoint, or of another format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint; it is cut short or corrupt "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "Use another checkpoint (checkpoint_best.pt / checkpoint_last.pt) or retrain."
+        ) from None
+    except Exception as exc:  # pickle errors of foreign files
+        raise CheckpointError(f"{path}: not a hepml checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a hepml checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r}, expected {FORMAT!r})")
+    return state

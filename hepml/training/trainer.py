@@ -1,0 +1,300 @@
+"""One trainer for every model.
+
+:class:`Trainer` runs epochs of mini-batch training with validation, early stopping on the
+validation loss, learning-rate schedules, L1/L2 penalties, mixed precision on CUDA, and
+atomic checkpoints (``checkpoint_last.pt`` every epoch, ``checkpoint_best.pt`` on each
+improvement) from which ``resume=True`` continues exactly: data order depends only on
+``(seed, epoch)`` and the RNG state is restored, so a resumed run on the CPU ends with the
+same weights as an uninterrupted one. Under torchrun it wraps the model in
+DistributedDataParallel and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hepml.config import TrainingConfig, to_dict
+from hepml.errors import CheckpointError, ConfigError
+from hepml.training import distributed
+from hepml.training.checkpoint import load_checkpoint, save_checkpoint
+from hepml.training.data import ChunkedDataset
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Trainer", "resolve_device"]
+
+LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else is passed to torch."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"training.device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device is 'cuda' but no CUDA device is available; use 'auto'")
+    return device
+
+
+class Trainer:
+    """Train and apply a model.
+
+    Args:
+        model: The network; it maps the input tensor(s) of a batch to outputs.
+        config: Training options.
+        run_dir: Where checkpoints go (only rank 0 writes).
+        model_spec: ``{"kind": ..., "kwargs": {...}}`` to rebuild the model from a checkpoint.
+        run_config: The whole job configuration, stored in checkpoints.
+        loss_fn: Maps (outputs, targets) to a scalar; default cross-entropy.
+        seed: Seed of weights initialisation-independent randomness (dropout, shuffling).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainingConfig,
+        *,
+        run_dir: str | Path,
+        model_spec: dict[str, Any],
+        run_config: dict[str, Any] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.distributed = distributed.init_from_env(self.device)
+        self.model = model.to(self.device)
+        self.module = self.model
+        if self.distributed:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.run_dir = Path(run_dir)
+        self.model_spec = model_spec
+        self.run_config = run_config or {}
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        self.seed = seed
+        amp = config.mixed_precision
+        self.amp = (self.device.type == "cuda") if amp == "auto" else bool(amp)
+        if self.amp and self.device.type != "cuda":
+            raise ConfigError("training.mixed_precision is only supported on CUDA; use 'auto'")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
+        self.epoch = 0
+        self.global_step = 0
+        self.best_val_loss = math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ set-up
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        decay = [p for p in self.module.parameters() if p.requires_grad and p.ndim > 1]
+        other = [p for p in self.module.parameters() if p.requires_grad and p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": c.weight_decay},
+                  {"params": other, "weight_decay": 0.0}]
+        if c.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=c.learning_rate)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=c.learning_rate)
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=c.learning_rate, momentum=c.momentum)
+        return torch.optim.RMSprop(groups, lr=c.learning_rate, momentum=c.momentum)
+
+    def _make_scheduler(self) -> Any:
+        c, opt = self.config, self.optimizer
+        if c.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
+        if c.scheduler == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
+        if c.scheduler == "exponential":
+            return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=c.gamma)
+        if c.scheduler == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.gamma, patience=max(1, c.early_stopping_patience // 2))
+        return None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume, as tensors and plain values."""
+        return {
+            "model": self.model_spec,
+            "model_state": self.module.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler_state": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "seed": self.seed,
+            "training": to_dict(self.config),
+            "config": self.run_config,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, source: str = "checkpoint") -> None:
+        """Restore a state written by :meth:`state_dict`; refuse one of another model."""
+        if state.get("model") != self.model_spec:
+            raise CheckpointError(
+                f"{source}: holds model {state.get('model')}, but the workflow builds "
+                f"{self.model_spec}. Use the matching workflow or start a new run without --resume."
+            )
+        try:
+            self.module.load_state_dict(state["model_state"])
+            self.optimizer.load_state_dict(state["optimizer_state"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{source}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
+        if self.scheduler and state.get("scheduler_state"):
+            self.scheduler.load_state_dict(state["scheduler_state"])
+        if state.get("scaler_state"):
+            self.scaler.load_state_dict(state["scaler_state"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.best_val_loss = float(state["best_val_loss"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"].get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def _save(self, name: str) -> None:
+        if distributed.is_main_process():
+            save_checkpoint(self.run_dir / name, self.state_dict())
+
+    # ------------------------------------------------------------------ loops
+    def _penalty(self) -> torch.Tensor | float:
+        if not self.config.l1:
+            return 0.0
+        return self.config.l1 * sum(p.abs().sum() for p in self.module.parameters() if p.ndim > 1)
+
+    def _run_epoch(self, data: ChunkedDataset, *, train: bool, desc: str) -> dict[str, float]:
+        self.model.train(train)
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, correct, n
+        bar = tqdm(total=len(data), desc=desc, unit="jet", unit_scale=True, leave=False,
+                   disable=None if distributed.is_main_process() else True)
+        start = time.perf_counter()
+        with torch.set_grad_enabled(train):
+            for *inputs, target in data:
+                inputs = [x.to(self.device, non_blocking=True) for x in inputs]
+                target = target.to(self.device, non_blocking=True)
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                    out = self.model(*inputs)
+                    loss = self.loss_fn(out.float(), target)
+                if train:
+                    total = loss + self._penalty()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.scaler.scale(total).backward()
+                    if self.config.grad_clip:
+                        self.scaler.unscale_(self.optimizer)
+                        nn.utils.clip_grad_norm_(self.module.parameters(), self.config.grad_clip)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.global_step += 1
+                n = len(target)
+                totals[0] += loss.detach().double() * n
+                if out.ndim == 2 and target.ndim == 1 and not target.is_floating_point():
+                    totals[1] += (out.detach().argmax(1) == target).sum()
+                totals[2] += n
+                bar.update(n)
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        bar.close()
+        totals = distributed.all_reduce_sum(totals)
+        seconds = time.perf_counter() - start
+        n = max(totals[2].item(), 1.0)
+        return {"loss": totals[0].item() / n, "accuracy": totals[1].item() / n,
+                "items_per_s": totals[2].item() / max(seconds, 1e-9)}
+
+    def fit(self, train: ChunkedDataset, val: ChunkedDataset, *, resume: bool = False) -> list[dict[str, float]]:
+        """Train until ``epochs`` or early stopping; return the per-epoch history.
+
+        Args:
+            train: Training batches (shuffled each epoch).
+            val: Validation batches.
+            resume: Continue from ``run_dir/checkpoint_last.pt``.
+        """
+        if resume:
+            path = self.run_dir / LAST
+            self.load_state_dict(load_checkpoint(path, map_location=self.device), source=str(path))
+            log.info("resumed from %s after epoch %d", path, self.epoch)
+        else:
+            torch.manual_seed(self.seed)
+        c = self.config
+        while self.epoch < c.epochs:
+            if c.early_stopping_patience and self.bad_epochs >= c.early_stopping_patience:
+                break
+            epoch = self.epoch + 1
+            train.set_epoch(epoch)
+            tr = self._run_epoch(train, train=True, desc=f"epoch {epoch}/{c.epochs} train")
+            va = self._run_epoch(val, train=False, desc=f"epoch {epoch}/{c.epochs} val")
+            lr = self.optimizer.param_groups[0]["lr"]
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(va["loss"])
+            elif self.scheduler is not None:
+                self.scheduler.step()
+            self.epoch = epoch
+            row = {"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
+                   "val_loss": va["loss"], "val_accuracy": va["accuracy"], "lr": lr,
+                   "train_items_per_s": tr["items_per_s"]}
+            self.history.append(row)
+            improved = va["loss"] < self.best_val_loss - c.min_delta
+            if improved:
+                self.best_val_loss, self.best_epoch, self.bad_epochs = va["loss"], epoch, 0
+            else:
+                self.bad_epochs += 1
+            if not math.isfinite(tr["loss"]):
+                self._save(LAST)
+                raise ConfigError(f"training diverged at epoch {epoch} (loss {tr['loss']}); "
+                                  "lower training.learning_rate or set training.grad_clip")
+            if improved:
+                self._save(BEST)
+            self._save(LAST)
+            log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f jets/s%s",
+                     epoch, c.epochs, tr["loss"], tr["accuracy"], va["loss"], va["accuracy"],
+                     tr["items_per_s"], " *" if improved else "")
+        if c.early_stopping_patience and self.bad_epochs >= c.early_stopping_patience:
+            log.info("early stopping: no validation improvement for %d epochs (best epoch %d)",
+                     self.bad_epochs, self.best_epoch)
+        distributed.barrier()
+        return self.history
+
+    def load_best(self) -> None:
+        """Load the weights of the best validation epoch (if one was saved)."""
+        path = self.run_dir / BEST
+        if path.exists():
+            self.module.load_state_dict(load_checkpoint(path, map_location=self.device)["model_state"])
+
+    @torch.no_grad()
+    def predict(self, data: ChunkedDataset) -> torch.Tensor:
+        """Softmax outputs of the model over ``data`` in order, on the trainer's device."""
+        self.module.eval()
+        outs = []
+        for *inputs, _ in data:
+            inputs = [x.to(self.device, non_blocking=True) for x in inputs]
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                outs.append(torch.softmax(self.module(*inputs).float(), dim=1))
+        if not outs:
+            return torch.empty(0, device=self.device)
+        return torch.cat(outs)

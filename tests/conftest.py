@@ -1,0 +1,49 @@
+"""Shared fixtures and markers: ``slow`` tests run with ``--runslow``; ``cuda`` ones need a GPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_SAMPLES = ROOT / "data_samples"
+REALDATA = ROOT.parent / "shared" / "realdata"
+JETS_SAMPLE = DATA_SAMPLES / "top_qcd_jets.root"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(scope="session")
+def jets_sample() -> Path:
+    """The shipped top-vs-QCD sample."""
+    if not JETS_SAMPLE.exists():
+        pytest.fail(f"{JETS_SAMPLE} is missing: the shipped sample is part of the repository")
+    return JETS_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """``../shared/realdata`` beside the checkout (skipped where it is absent)."""
+    if not REALDATA.exists():
+        pytest.skip(f"{REALDATA} is not there")
+    return REALDATA
