@@ -35,8 +35,8 @@ def versions() -> dict[str, str]:
     return {
         "hepml": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
+        "torch": str(torch.__version__),
+        "numpy": str(numpy.__version__),
         "awkward": awkward.__version__,
         "uproot": uproot.__version__,
     }
