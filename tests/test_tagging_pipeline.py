@@ -1,0 +1,165 @@
+"""The main job end to end on the shipped sample: run, predict, evaluate, CLI, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+import yaml
+
+from hepml.cli import main
+from hepml.config import load_workflow
+from hepml.tasks import tagging
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / "workflows" / "top_tagging_cnn.yaml"
+
+# A small, fast version of the main job: 2,000 jets, 16x16 images, a few epochs.
+SMALL = {
+    "data.max_entries": 2000,
+    "representation.npix": 16,
+    "model.dense": [32],
+    "training.epochs": 3,
+    "training.batch_size": 64,
+    "training.device": "cpu",
+    "training.num_threads": 1,
+    "evaluation.n_bootstrap": 20,
+}
+
+
+def _small_workflow(tmp_path: Path, jets_sample: Path, **extra) -> Path:
+    data = yaml.safe_load(WORKFLOW.read_text())
+    for key, value in {**SMALL, **extra}.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    data["data"]["files"] = [str(jets_sample)]
+    data["runs_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, jets_sample):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = load_workflow(_small_workflow(tmp, jets_sample))
+    return cfg, tagging.run(cfg)
+
+
+def test_run_directory_contents(small_run):
+    cfg, run_dir = small_run
+    for name in ["config.yaml", "inputs.json", "versions.json", "metrics.json", "report.html",
+                 "checkpoint_best.pt", "checkpoint_last.pt", "split.npy",
+                 "rejection.png", "rejection.pdf", "roc.png", "scores.png",
+                 "confusion_matrix.png", "confusion_matrix_normalized.png", "history.png"]:
+        assert (run_dir / name).exists(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.8 < metrics["auc"] <= 1.0  # a real tagger, even this small one
+    inputs = json.loads((run_dir / "inputs.json").read_text())
+    assert inputs[0]["checksum"].startswith("sha256:")
+
+
+def test_predictions_are_a_friend_tree(small_run, jets_sample):
+    cfg, run_dir = small_run
+    friend = run_dir / "predictions" / f"{jets_sample.stem}.predictions.root"
+    with uproot.open(friend) as f, uproot.open(jets_sample) as g:
+        pred = f["predictions"].arrays(library="np")
+        n = min(g["tree"].num_entries, cfg.data.max_entries)
+        labels = g["tree"]["label_Tbqq"].array(library="np", entry_stop=n)
+    assert len(pred["score_top"]) == n
+    np.testing.assert_allclose(pred["score_top"] + pred["score_QCD"], 1, atol=1e-5)
+    assert (pred["label"] == labels.astype(int)).all()  # same entries, same order
+
+
+def test_metrics_match_sklearn_on_written_predictions(small_run, jets_sample):
+    from sklearn.metrics import roc_auc_score
+
+    cfg, run_dir = small_run
+    friend = run_dir / "predictions" / f"{jets_sample.stem}.predictions.root"
+    pred = uproot.open(friend)["predictions"].arrays(library="np")
+    test = pred["split"] == 2
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["auc"] == pytest.approx(roc_auc_score(pred["label"][test], pred["score_top"][test]), abs=1e-6)
+
+
+def test_cli_predict_and_evaluate(small_run, jets_sample, tmp_path, capsys):
+    cfg, run_dir = small_run
+    out = tmp_path / "scored"
+    assert main(["predict", "--checkpoint", str(run_dir / "checkpoint_best.pt"),
+                 str(jets_sample), "--out", str(out), "--device", "cpu"]) == 0
+    friend = out / "predictions" / f"{jets_sample.stem}.predictions.root"
+    with uproot.open(friend) as f:
+        assert f["predictions"].num_entries == uproot.open(jets_sample)["tree"].num_entries
+    assert main(["evaluate", str(friend), "--out", str(tmp_path / "eval"), "--bootstrap", "5",
+                 "--split", "all"]) == 0
+    assert (tmp_path / "eval" / "metrics.json").exists()
+    assert "AUC" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, jets_sample):
+    bad = _small_workflow(tmp_path, jets_sample)
+    text = bad.read_text().replace("label_Tbqq", "label_Tbbq")
+    bad.write_text(text)
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "label_Tbbq" in err[0] and "Did you mean 'label_Tbqq'" in err[0]
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.pt"), str(jets_sample),
+                 "--out", str(tmp_path)]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_help_of_every_command():
+    for cmd in (["run"], ["predict"], ["evaluate"], ["generate", "jets"]):
+        r = subprocess.run([sys.executable, "-m", "hepml.cli", *cmd, "--help"],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0 and "usage: hepml" in r.stdout, cmd
+
+
+def test_resume_after_sigkill_gives_same_metrics(tmp_path, jets_sample):
+    """Kill a run mid-epoch with SIGKILL, resume it, and compare with an uninterrupted run."""
+    extra = {"training.epochs": 4, "data.max_entries": 3000}
+    workflow = _small_workflow(tmp_path, jets_sample, **extra)
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "hepml.cli", "-q", "run", str(workflow)]
+
+    ref = subprocess.run(cmd + ["--runs-dir", str(tmp_path / "ref")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    ref_dir = next((tmp_path / "ref").iterdir())
+
+    proc = subprocess.Popen(cmd + ["--runs-dir", str(tmp_path / "killed")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    last = None
+    while time.time() < deadline and proc.poll() is None:
+        runs = list((tmp_path / "killed").glob("*/checkpoint_last.pt"))
+        if runs:
+            last = runs[0]
+            break
+        time.sleep(0.01)
+    assert last is not None, "the run ended or never wrote a checkpoint"
+    time.sleep(0.3)  # now inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_dir = last.parent
+    assert not (killed_dir / "metrics.json").exists(), "the run finished before it was killed"
+
+    resumed = subprocess.run(cmd + ["--resume", str(killed_dir)], env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((ref_dir / "metrics.json").read_text())
+    b = json.loads((killed_dir / "metrics.json").read_text())
+    assert b["auc"] == a["auc"]
+    assert b["rejection"] == a["rejection"]
+    assert b["confusion_matrix"] == a["confusion_matrix"]
