@@ -34,49 +34,59 @@ def _add_jets(kinds: Any) -> None:
             "named 'tree'. Several processes given together are mixed into one file in "
             "a fixed random order. The same arguments always give the same file content."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--process", nargs="+", choices=PROCESSES, default=["qcd"],
                    help="process(es): qcd (HardQCD:all, label_QCD), top (hadronic ttbar, "
                    "label_Tbqq), w (W' -> WZ, W -> qq, Z -> nunu, label_Wqq); several are "
-                   "mixed into one shuffled file")
+                   "mixed into one shuffled file (default: qcd)")
     p.add_argument("--n-jets", nargs="+", type=int, required=True, metavar="N",
                    help="number of jets, one value for all processes or one per process")
     p.add_argument("--out", required=True, metavar="FILE.root", help="output ROOT file")
     p.add_argument("--seed", type=int, default=1,
                    help=f"master seed (0..{MAX_SEED}); worker i of process k uses Pythia "
-                   "seed (seed + k) * 1000 + i + 1")
+                   "seed (seed + k) * 1000 + i + 1 (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1,
-                   help="parallel worker processes (the output depends on this number)")
-    p.add_argument("--pt-min", type=float, default=550.0, help="lowest jet pT in GeV")
-    p.add_argument("--pt-max", type=float, default=650.0, help="highest jet pT in GeV")
-    p.add_argument("--eta-max", type=float, default=2.0, help="largest jet |eta|")
-    p.add_argument("--jet-r", type=float, default=0.8, help="anti-kt radius parameter")
+                   help="parallel worker processes; the output depends on this number "
+                   "(default: %(default)s)")
+    p.add_argument("--pt-min", type=float, default=550.0,
+                   help="lowest jet pT in GeV (default: %(default)s)")
+    p.add_argument("--pt-max", type=float, default=650.0,
+                   help="highest jet pT in GeV, exclusive (default: %(default)s)")
+    p.add_argument("--eta-max", type=float, default=2.0,
+                   help="largest jet |eta| (default: %(default)s)")
+    p.add_argument("--jet-r", type=float, default=0.8,
+                   help="anti-kt radius parameter (default: %(default)s)")
     p.add_argument("--match-dr", type=float, default=0.8,
                    help="signal jets need the top/W and all its decay quarks within this "
-                   "Delta R of the jet axis")
+                   "Delta R of the jet axis (default: %(default)s)")
     p.add_argument("--sqrt-s", type=float, default=14000.0,
-                   help="proton-proton centre-of-mass energy in GeV")
+                   help="proton-proton centre-of-mass energy in GeV (default: %(default)s)")
     p.add_argument("--pthat-min", type=float, default=None,
-                   help="lower cut on the hard-process pT in GeV (qcd and top; default 400)")
+                   help="lower cut on the hard-process pT in GeV, qcd and top only "
+                   "(default: 400)")
     p.add_argument("--pthat-max", type=float, default=None,
-                   help="upper cut on the hard-process pT in GeV (qcd and top; default 800)")
+                   help="upper cut on the hard-process pT in GeV, qcd and top only; "
+                   "0 for none (default: 800)")
     p.add_argument("--wprime-mass", type=float, default=1300.0,
-                   help="W' mass in GeV for process w (the W pT reaches about half of it)")
+                   help="W' mass in GeV for process w; the W pT reaches about half of it "
+                   "(default: %(default)s)")
     p.add_argument("--max-jets-per-event", type=int, default=2,
-                   help="only this many leading jets of each event are candidates; 0 for all")
+                   help="only this many leading jets of each event are candidates; 0 for "
+                   "all (default: %(default)s)")
     p.add_argument("--max-constituents", type=int, default=None, metavar="N",
                    help="store at most N leading-pT constituents per jet (default: all)")
     p.add_argument("--no-mpi", action="store_true",
                    help="switch off multiparton interactions (the underlying event)")
     p.add_argument("--no-isr", action="store_true", help="switch off initial-state radiation")
     p.add_argument("--no-fsr", action="store_true", help="switch off final-state radiation")
-    p.add_argument("--tune", type=int, default=14, help="Pythia Tune:pp number (14 = Monash 2013)")
+    p.add_argument("--tune", type=int, default=14,
+                   help="Pythia Tune:pp number (default: %(default)s, Monash 2013)")
     p.add_argument("--set", dest="settings", action="append", default=[],
                    metavar='"Name:key = value"',
                    help="extra Pythia setting, applied last; repeat for several")
     p.add_argument("--batch-size", type=int, default=100,
-                   help="events per Pythia.nextBatch call (speed and memory only)")
+                   help="events per Pythia.nextBatch call, for speed and memory only "
+                   "(default: %(default)s)")
     p.set_defaults(func=_run_jets)
 
 

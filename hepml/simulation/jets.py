@@ -55,6 +55,7 @@ import queue as queue_module
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -202,7 +203,9 @@ class JetGenerationConfig:
                     f"pthat_min ({self.pthat_min}); use 0 for no upper cut"
                 )
         if self.jet_r > 3.0:
-            raise ConfigError(f"JetGenerationConfig.jet_r = {self.jet_r} is too large; use 0 < jet_r <= 3")
+            raise ConfigError(
+                f"JetGenerationConfig.jet_r = {self.jet_r} is too large; use 0 < jet_r <= 3"
+            )
         self._check_int("max_jets_per_event", self.max_jets_per_event, 1, None, allow_none=True)
         self._check_int("max_constituents", self.max_constituents, 1, None, allow_none=True)
         self._check_int("tune", self.tune, 1, None)
@@ -217,18 +220,21 @@ class JetGenerationConfig:
 
     @staticmethod
     def _check_number(name: str, value: Any, *, minimum: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
             raise ConfigError(f"JetGenerationConfig.{name} = {value!r} must be a finite number")
         if value < minimum:
             raise ConfigError(f"JetGenerationConfig.{name} = {value!r} must be >= {minimum}")
 
     def _check_positive(self, name: str, value: Any) -> None:
-        self._check_number(name, value, minimum=0.0)
+        self._check_number(name, value, minimum=-math.inf)
         if value <= 0:
             raise ConfigError(f"JetGenerationConfig.{name} = {value!r} must be positive")
 
     @staticmethod
-    def _check_int(name: str, value: Any, lo: int, hi: int | None, *, allow_none: bool = False) -> None:
+    def _check_int(
+        name: str, value: Any, lo: int, hi: int | None, *, allow_none: bool = False
+    ) -> None:
         if value is None and allow_none:
             return
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -427,6 +433,25 @@ def _signal_partons(prt: ak.Array, process: str) -> tuple[np.ndarray, np.ndarray
     return event_of[members[:, 0]], eta[members], phi[members]
 
 
+_fastjet_banner_done = False
+
+
+def _quiet_fastjet() -> None:
+    """Send FastJet's start-up banner nowhere (it would go to stdout); log the citation once."""
+    global _fastjet_banner_done
+    if _fastjet_banner_done:
+        return
+    _fastjet_banner_done = True
+    try:
+        import fastjet._swig
+
+        fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - other builds
+        return
+    log.debug("FastJet: M. Cacciari, G.P. Salam, G. Soyez, EPJC 72 (2012) 1896 "
+              "[arXiv:1111.6097]; anti-kt: JHEP 04 (2008) 063")
+
+
 def _process_batch(
     batch: ak.Array,
     config: JetGenerationConfig,
@@ -436,6 +461,7 @@ def _process_batch(
     """Cluster one batch of events and select jets; returns branch arrays (jets in event order)."""
     import fastjet
 
+    _quiet_fastjet()
     prt = batch["prt"]
     n_events = len(prt)
     counts = ak.to_numpy(ak.num(prt.id))
@@ -544,7 +570,7 @@ def _process_batch(
 
 
 def _concat(pieces: Sequence[Mapping[str, Any]], n: int | None = None) -> dict[str, Any]:
-    """Concatenate per-batch outputs (jagged ones as (flat, counts)), keeping the first ``n`` jets."""
+    """Concatenate per-batch outputs (jagged ones as (flat, counts)); keep the first ``n`` jets."""
     out: dict[str, Any] = {}
     for name in pieces[0]:
         vals = [p[name] for p in pieces]
@@ -668,6 +694,9 @@ def generate_jet_arrays(
             for the first ``n_jets % n_workers`` workers), concatenated in worker order.
         progress: Show a tqdm progress bar counting jets.
 
+    With ``n_workers > 1`` the workers are started with the ``spawn`` method: a script
+    that calls this must guard its top level with ``if __name__ == "__main__":``.
+
     Returns:
         ``(branches, metadata)``: branch name to array (jagged ``part_*`` branches as
         awkward arrays) and a JSON-serialisable description of the run.
@@ -742,6 +771,13 @@ def _run_pool(config: JetGenerationConfig, shares: list[int], bar: Any) -> list[
                 for f in futures:  # fail fast: a refused setting stops every worker
                     if f.done() and f.exception() is not None:
                         raise f.exception()
+        except BrokenProcessPool as exc:
+            raise GenerationError(
+                "a jet-generation worker process died: killed, out of memory, or it could "
+                "not start because worker processes are spawned and re-import the main "
+                "script; put the calling code under `if __name__ == '__main__':` (not on "
+                "stdin) or use n_workers=1"
+            ) from exc
         except BaseException:
             for f in futures:
                 f.cancel()
