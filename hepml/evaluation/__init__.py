@@ -1,0 +1,79 @@
+"""Evaluation: metrics with torch on the model's device, plots, and the run report.
+
+Layers inside this package::
+
+    metrics   tensors in, numbers out, on the tensors' device (ROC, AUC, rejection at
+              fixed signal efficiency, bootstrap interval, confusion matrices, figures
+              of merit, ``evaluate_binary`` / ``evaluate_multiclass``)
+    plots     CPU numpy arrays in, PNG + PDF files out (matplotlib, mplhep style)
+    report    metrics + plots + config -> one self-contained ``report.html`` and an
+              atomically written ``metrics.json``
+
+``plots`` and ``report`` import matplotlib lazily, so importing the metrics stays cheap.
+Non-finite numbers in JSON follow :func:`json_safe`: ``null`` plus a ``non_finite`` map.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from hepml.evaluation.metrics import (
+    RocCurve,
+    auc,
+    binary_confusion_matrix,
+    bootstrap_auc,
+    confusion_matrix,
+    evaluate_binary,
+    evaluate_multiclass,
+    figures_of_merit,
+    json_safe,
+    rejection_at,
+    roc_auc,
+    roc_curve,
+    threshold_at_efficiency,
+)
+
+_LAZY = {
+    "plot_rejection": "plots",
+    "plot_roc": "plots",
+    "plot_score_distributions": "plots",
+    "plot_confusion_matrix": "plots",
+    "plot_history": "plots",
+    "write_report": "report",
+    "write_metrics_json": "report",
+}
+
+__all__ = [
+    "RocCurve",
+    "roc_curve",
+    "auc",
+    "roc_auc",
+    "rejection_at",
+    "threshold_at_efficiency",
+    "bootstrap_auc",
+    "confusion_matrix",
+    "binary_confusion_matrix",
+    "figures_of_merit",
+    "evaluate_binary",
+    "evaluate_multiclass",
+    "json_safe",
+    "plot_rejection",
+    "plot_roc",
+    "plot_score_distributions",
+    "plot_confusion_matrix",
+    "plot_history",
+    "write_report",
+    "write_metrics_json",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,130 @@
+"""Plots (under Agg) and the HTML report / metrics.json of hepml.evaluation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from hepml.evaluation import (
+    evaluate_binary,
+    evaluate_multiclass,
+    plot_confusion_matrix,
+    plot_history,
+    plot_rejection,
+    plot_roc,
+    plot_score_distributions,
+    roc_curve,
+    write_metrics_json,
+    write_report,
+)
+from hepml.evaluation.plots import _thin
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def sample() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.rand(20_000, generator=gen) < 0.4
+    scores = torch.sigmoid(torch.randn(20_000, generator=gen) + 1.5 * labels)
+    return scores, labels
+
+
+def _check_files(paths: list[Path]) -> None:
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"]
+    for p in paths:
+        assert p.exists() and p.stat().st_size > 1000, p
+    png = next(p for p in paths if p.suffix == ".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rejection_and_roc_plots(tmp_path, sample):
+    scores, labels = sample
+    cnn = roc_curve(scores, labels)
+    gnn = roc_curve(torch.round(scores * 20) / 20, labels)
+    _check_files(plot_rejection({"CNN": cnn, "GNN": gnn}, tmp_path / "rejection"))
+    _check_files(plot_roc({"CNN": cnn, "GNN": gnn}, tmp_path / "roc"))
+
+
+def test_infinite_rejection_does_not_crash(tmp_path):
+    perfect = roc_curve(torch.tensor([0.9, 0.8, 0.2, 0.1]), torch.tensor([1, 1, 0, 0]))
+    assert float(perfect.fpr[2]) == 0.0  # eps_B = 0 at eps_S = 1: infinite rejection
+    _check_files(plot_rejection({"perfect": perfect}, tmp_path / "perfect"))
+    no_bkg = roc_curve(torch.tensor([0.9, 0.8]), torch.tensor([1, 1]))  # fpr all NaN
+    _check_files(plot_rejection({"nothing": no_bkg}, tmp_path / "nothing"))
+
+
+def test_big_curve_is_thinned():
+    n = 3_000_000
+    fpr = np.linspace(0, 1, n) ** 3
+    tpr = np.linspace(0, 1, n) ** 0.5
+    idx = _thin(fpr, tpr)
+    assert len(idx) <= 6002 and idx[0] == 0 and idx[-1] == n - 1
+    assert np.all(np.diff(idx) > 0)
+
+
+def test_scores_confusion_history_plots(tmp_path, sample):
+    scores, labels = sample
+    _check_files(plot_score_distributions(scores.numpy(), labels.numpy(), ["QCD", "top"],
+                                          tmp_path / "scores"))
+    cm = np.array([[900, 100, 0], [50, 400, 50], [0, 0, 0]])  # an empty true class
+    _check_files(plot_confusion_matrix(cm, ["a", "b", "c"], tmp_path / "cm", normalize=False))
+    _check_files(plot_confusion_matrix(cm, ["a", "b", "c"], tmp_path / "cmn", normalize=True))
+    history = [{"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.1 / (e + 1),
+                "train_accuracy": 0.6 + 0.02 * e, "lr": 1e-3 * 0.5**e} for e in range(5)]
+    history[2].pop("val_loss")
+    _check_files(plot_history(history, tmp_path / "history"))
+    _check_files(plot_history([{"train_loss": 0.5}], tmp_path / "history_one"))
+
+
+def test_metrics_json_is_strict_and_atomic(tmp_path):
+    path = write_metrics_json(tmp_path / "metrics.json",
+                              {"auc": 0.9, "rejection@0.3": math.inf, "x": [math.nan, 1.0]})
+    data = json.loads(path.read_text())
+    assert data["rejection@0.3"] is None and data["x"] == [None, 1.0]
+    assert data["non_finite"] == {"rejection@0.3": "inf", "x/0": "nan"}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+
+
+def test_report_embeds_images_and_metrics(tmp_path, sample):
+    scores, labels = sample
+    metrics = evaluate_binary(scores, labels, n_bootstrap=20)
+    three = torch.softmax(torch.randn(300, 3), 1)
+    metrics["multiclass"] = evaluate_multiclass(three, torch.randint(0, 3, (300,)),
+                                                ["q", "g", "t<b>"])
+    roc = roc_curve(scores, labels)
+    plots = plot_rejection({"model": roc}, tmp_path / "rejection")
+    plots += plot_confusion_matrix(np.array(metrics["confusion_matrix"]["counts"]),
+                                   ["QCD", "top"], tmp_path / "cm", normalize=True)
+    report = write_report(tmp_path, title="top <tagging> & more", metrics=metrics,
+                          config={"model": {"kind": "cnn"}, "note": "<script>x</script>"},
+                          plots=plots, extra_tables={"timing": [{"step": "eval", "s": 1.5}]})
+    text = report.read_text()
+    assert report.name == "report.html"
+    assert text.count("data:image/png;base64,") == 2
+    encoded = base64.b64encode((tmp_path / "rejection.png").read_bytes()).decode()
+    assert encoded in text
+    assert "top &lt;tagging&gt; &amp; more" in text and "<script>x</script>" not in text
+    assert "t&lt;b&gt;" in text
+    assert f"{metrics['auc']:.4g}" in text
+    assert f"{metrics['rejection@0.3']:.4g}"[:4] in text
+    for word in ("Figures of merit", "Confusion matrix", "torch", "uproot", "awkward",
+                 "hepml", "python", "UTC", "timing"):
+        assert word in text
+
+
+def test_report_shows_infinite_rejection(tmp_path):
+    metrics = evaluate_binary(torch.tensor([0.9, 0.8, 0.7, 0.2, 0.1]),
+                              torch.tensor([1, 1, 1, 0, 0]), n_bootstrap=0)
+    text = write_report(tmp_path, title="perfect", metrics=metrics, config="seed: 1\n",
+                        plots=[]).read_text()
+    assert "inf" in text and "seed: 1" in text
