@@ -163,3 +163,67 @@ def test_resume_after_sigkill_gives_same_metrics(tmp_path, jets_sample):
     assert b["auc"] == a["auc"]
     assert b["rejection"] == a["rejection"]
     assert b["confusion_matrix"] == a["confusion_matrix"]
+
+
+def _copy_jets(src: Path, dst: Path, n: int = 300, edit=None) -> Path:
+    """Write the first ``n`` jets of ``src`` to ``dst``, optionally edited."""
+    from hepml.io import write_tree
+
+    arrays = uproot.open(src)["tree"].arrays(entry_stop=n)
+    branches = {k: arrays[k] for k in arrays.fields if k != "npart"}
+    if edit:
+        edit(branches)
+    write_tree(dst, branches)
+    return dst
+
+
+def _run_cli(workflow: Path, capsys) -> tuple[int, list[str]]:
+    code = main(["run", str(workflow)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, jets_sample, capsys):
+    import awkward as ak
+
+    def nan_px(b):
+        px = ak.to_list(b["part_px"])
+        px[7][0] = float("nan")
+        b["part_px"] = ak.Array(px)
+
+    cases = {
+        "truncated": (lambda p: p.write_bytes(jets_sample.read_bytes()[:200_000]), "truncated"),
+        "not_root": (lambda p: p.write_text("jet_pt,label\n600,1\n"), "not a ROOT file"),
+        "nan": (lambda p: _copy_jets(jets_sample, p, edit=nan_px), "NaN or infinite"),
+        "zero": (lambda p: _copy_jets(jets_sample, p, n=0), "0 entries"),
+    }
+    for name, (make, expected) in cases.items():
+        path = tmp_path / f"{name}.root"
+        make(path)
+        (tmp_path / name).mkdir()
+        wf = _small_workflow(tmp_path / name, path)
+        code, err = _run_cli(wf, capsys)
+        assert code == 2, name
+        assert len(err) == 1 and expected in err[0] and str(path) in err[0], (name, err)
+    (tmp_path / "tree").mkdir()
+    wf = _small_workflow(tmp_path / "tree", jets_sample)
+    wf.write_text(wf.read_text().replace("tree: tree", "tree: jets"))
+    code, err = _run_cli(wf, capsys)
+    assert code == 2 and len(err) == 1 and "no tree 'jets'" in err[0]
+
+
+def test_jets_without_constituents_are_scored(small_run, tmp_path, jets_sample, caplog):
+    import awkward as ak
+
+    def empty_some(b):
+        keep = np.ones(300, bool)
+        keep[[3, 50]] = False
+        for k in [k for k in b if k.startswith("part_")]:
+            b[k] = b[k][ak.local_index(b[k]) < np.where(keep, 10_000, 0)[:, None]]
+
+    path = _copy_jets(jets_sample, tmp_path / "with_empty.root", edit=empty_some)
+    _, run_dir = small_run
+    with caplog.at_level("WARNING"):
+        out = tagging.predict(run_dir / "checkpoint_best.pt", [str(path)], tmp_path / "out", device="cpu")
+    assert "2 jets have no constituents" in caplog.text
+    pred = uproot.open(out[0])["predictions"].arrays(library="np")
+    assert len(pred["score_top"]) == 300 and np.isfinite(pred["score_top"]).all()
