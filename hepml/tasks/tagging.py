@@ -177,8 +177,11 @@ def write_predictions(run_dir: Path, source: Source, scores: np.ndarray, class_n
 def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: Sequence[str],
                    signal_index: int, config: EvaluationConfig, out_dir: Path,
                    history: list[dict[str, float]] | None, run_config: dict[str, Any],
-                   title: str, seed: int = 0) -> dict[str, Any]:
-    """Metrics on the scores' device, then plots, ``metrics.json`` and ``report.html``."""
+                   title: str, seed: int = 0, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metrics on the scores' device, then plots, ``metrics.json`` and ``report.html``.
+
+    ``extra`` (e.g. training facts) is stored in the metrics beside the computed values.
+    """
     if len(labels) == 0:
         raise EmptyInputError(f"{title}: no labelled entries to evaluate")
     is_signal = labels == signal_index
@@ -190,6 +193,7 @@ def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: S
         metrics["multiclass"] = evaluation.evaluate_multiclass(scores, labels, list(class_names))
     metrics["class_names"] = list(class_names)
     metrics["signal_class"] = class_names[signal_index]
+    metrics.update(extra or {})
     plots: list[Path] = []
     roc = evaluation.roc_curve(sig_score, is_signal)
     roc_cpu = evaluation.RocCurve(*(t.cpu() if isinstance(t, torch.Tensor) else t for t in roc))
@@ -208,7 +212,8 @@ def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: S
         plots += evaluation.plot_history(history, out_dir / "history")
     evaluation.write_metrics_json(out_dir / "metrics.json", metrics)
     evaluation.write_report(out_dir, title=title, metrics=metrics, config=run_config,
-                            plots=[p for p in plots if str(p).endswith(".png")])
+                            plots=[p for p in plots if str(p).endswith(".png")],
+                            extra_tables=extra)
     return metrics
 
 
@@ -264,16 +269,15 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         if test.sum() == 0:
             log.warning("the test split is empty; metrics are computed on the validation split")
             test = torch.from_numpy(data.split == 1).to(trainer.device)
-        metrics = report_metrics(scores[test], labels[test], class_names=cfg.data.class_names,
-                                 signal_index=cfg.data.signal_index, config=cfg.evaluation,
-                                 out_dir=run_dir, history=history, run_config=run_config,
-                                 title=f"{cfg.name}: {cfg.data.class_names[cfg.data.signal_index]} tagging",
-                                 seed=cfg.seed)
-        metrics["training"] = {"epochs_run": len(history), "best_epoch": trainer.best_epoch,
-                               "device": str(trainer.device), "mixed_precision": trainer.amp,
-                               "n_train": int(counts[0]), "n_validation": int(counts[1]),
-                               "n_test": int(counts[2])}
-        evaluation.write_metrics_json(run_dir / "metrics.json", metrics)
+        training = {"epochs_run": len(history), "best_epoch": trainer.best_epoch,
+                    "device": str(trainer.device), "mixed_precision": trainer.amp,
+                    "n_train": int(counts[0]), "n_validation": int(counts[1]),
+                    "n_test": int(counts[2])}
+        report_metrics(scores[test], labels[test], class_names=cfg.data.class_names,
+                       signal_index=cfg.data.signal_index, config=cfg.evaluation,
+                       out_dir=run_dir, history=history, run_config=run_config,
+                       title=f"{cfg.name}: {cfg.data.class_names[cfg.data.signal_index]} tagging",
+                       seed=cfg.seed, extra={"training": training})
     return run_dir
 
 
