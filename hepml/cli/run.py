@@ -50,6 +50,10 @@ def _run(args: argparse.Namespace) -> int:
         from hepml.tasks import tagging
 
         run_dir = tagging.run(cfg, resume=args.resume)
+    from hepml.training import distributed
+
+    if not distributed.is_main_process():
+        return 0
     print(f"run directory: {run_dir}")
     metrics = run_dir / "metrics.json"
     if metrics.exists():

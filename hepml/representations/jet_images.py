@@ -18,18 +18,39 @@ small-angle approximation):
 
 1. **centre** (``center``): shift so that the chosen point is at (0, 0):
    ``"centroid"``, the pT-weighted centroid of all constituents; ``"leading_subjet"``,
-   the pT-weighted centroid of the constituents within ``ΔR < subjet_radius`` of the
-   hardest constituent (a cheap stand-in for the leading anti-kt subjet of that radius,
-   with no reclustering); ``"jet_axis"`` (or ``None``), no shift. Δφ is wrapped back to
-   [-pi, pi) after the shift.
-2. **rotate**: turn the jet about the centre so that the major principal axis of the
-   pT-weighted second-moment tensor (taken about the centre) lies along the Δη axis, the
-   image rows (vertical when ``image[c]`` is shown with ``imshow``).
+   the axis of the highest-pT subjet (see *Subjets* below); ``"jet_axis"`` (or ``None``),
+   no shift. Δφ is wrapped back to [-pi, pi) after the shift.
+2. **rotate**: turn the jet about the centre so that a chosen direction lies along the
+   positive Δη axis, the image rows (vertical when ``image[c]`` is shown with
+   ``imshow``). With ``rotate_to="principal_axis"`` (the default) that is the major
+   principal axis of the pT-weighted second-moment tensor taken about the centre (an
+   axis, so its sign is arbitrary); with ``rotate_to="second_subjet"`` (only together with
+   ``center="leading_subjet"``) it is the direction from the leading to the second-hardest
+   subjet, which then lies at positive Δη. Jets with a single subjet fall back to the
+   principal axis.
 3. **flip**: mirror each axis independently so that the half with the larger pT sum
    lies at positive Δη (high row index) and positive Δφ (high column index).
+   With ``rotate_to="second_subjet"`` the Δη flip, if on, may mirror the second subjet
+   to negative Δη.
 4. **normalize**: divide each channel of each image by the sum of its pixels (``"sum"``,
    i.e. of the constituents inside the window) or by its largest pixel (``"max"``). An
    empty channel stays all zero.
+
+Subjets: for ``center="leading_subjet"`` the constituents of the whole chunk are
+reclustered at once with FastJet (scikit-hep ``fastjet``, its multi-event awkward
+interface, one "event" per jet) into inclusive subjets of radius ``subjet_radius`` with
+``subjet_algorithm`` (anti-kt by default), and sorted by pT. The clustering runs in the
+image plane itself: each constituent becomes a massless pseudo-particle with its pT,
+pseudorapidity Δη and azimuth Δφ (built from ``part_px``, ``part_py``, ``part_deta``,
+``part_dphi``; ``part_pz`` and ``part_energy`` are not needed). Then the clustering
+distance is exactly the ΔR of the image plane, FastJet's periodic φ takes care of jets
+that straddle Δφ = ±π, and the subjet axes come out directly in (Δη, Δφ), with no
+transformation back from the lab frame. Subjets are merged with FastJet's ``pt_scheme``
+(pT summed, rapidity and φ pT-weighted, all massless), so a subjet's axis is the
+pT-weighted centroid of its constituents in (Δη, Δφ), the same notion of centre as
+``center="centroid"``. Constituents with pT = 0 are left out of the clustering (they carry
+no weight, and FastJet would give them an infinite rapidity); a jet without constituents
+of positive pT keeps the centre (0, 0).
 
 The default pixel count follows the DeepTop CNN (G. Kasieczka, T. Plehn, M. Russell,
 T. Schell, "Deep-learning Top Taggers or The End of QCD?", JHEP 05 (2017) 006,
@@ -56,7 +77,8 @@ from hepml.errors import BadValueError, ConfigError, MissingBranchError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHANNELS", "CENTERS", "JetImageConfig", "JetImages", "make_jet_images"]
+__all__ = ["CHANNELS", "CENTERS", "ROTATE_TO", "SUBJET_ALGORITHMS", "JetImageConfig",
+           "JetImages", "make_jet_images"]
 
 #: Channel names and what each pixel holds.
 CHANNELS = {
@@ -67,6 +89,10 @@ CHANNELS = {
 }
 #: Accepted values of ``JetImageConfig.center`` (``None`` means ``"jet_axis"``).
 CENTERS = ("centroid", "leading_subjet", "jet_axis")
+#: Accepted values of ``JetImageConfig.subjet_algorithm`` (FastJet's algorithms).
+SUBJET_ALGORITHMS = ("antikt", "kt", "cambridge")
+#: Accepted values of ``JetImageConfig.rotate_to``.
+ROTATE_TO = ("principal_axis", "second_subjet")
 _NORMALIZE = (None, "sum", "max")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -105,9 +131,16 @@ class JetImageConfig:
         phi_range: Δφ window, same forms as ``eta_range``. Default 0.8.
         center: ``"centroid"``, ``"leading_subjet"``, or ``"jet_axis"`` / ``None`` (no
             shift); see the module docstring. Default ``"jet_axis"``.
-        subjet_radius: ΔR around the hardest constituent that defines the leading subjet
-            for ``center="leading_subjet"``. Default 0.2.
-        rotate: Rotate the major principal axis onto the Δη axis. Default off.
+        subjet_radius: Radius R of the subjets that ``center="leading_subjet"`` centres
+            on (FastJet reclustering of the constituents). Default 0.2.
+        subjet_algorithm: ``"antikt"`` (default), ``"kt"`` or ``"cambridge"``
+            (Cambridge/Aachen), the algorithm of that reclustering.
+        rotate: Rotate the direction chosen by ``rotate_to`` onto the Δη axis. Default off.
+        rotate_to: ``"principal_axis"`` (default), the major principal axis of the
+            pT-weighted second-moment tensor, or ``"second_subjet"``, the direction from
+            the leading to the second-hardest subjet (needs ``center="leading_subjet"``;
+            jets with one subjet fall back to the principal axis). Used when ``rotate``
+            is on.
         flip: Put the heavier half of each axis on the positive side. Default off.
         normalize: ``None``, ``"sum"`` (each channel of each image sums to 1) or
             ``"max"`` (each channel's largest pixel is 1). Default ``None``: pixels in GeV
@@ -123,7 +156,9 @@ class JetImageConfig:
     phi_range: float | tuple[float, ...] = (-0.8, 0.8)
     center: Literal["centroid", "leading_subjet", "jet_axis"] | None = "jet_axis"
     subjet_radius: float = 0.2
+    subjet_algorithm: Literal["antikt", "kt", "cambridge"] = "antikt"
     rotate: bool = False
+    rotate_to: Literal["principal_axis", "second_subjet"] = "principal_axis"
     flip: bool = False
     normalize: Literal["sum", "max"] | None = None
     channels: tuple[str, ...] = ("pt",)
@@ -152,6 +187,16 @@ class JetImageConfig:
             raise ConfigError(
                 f"subjet_radius: expected a positive number, got {self.subjet_radius!r}")
         set_(self, "subjet_radius", float(self.subjet_radius))
+        if self.subjet_algorithm not in SUBJET_ALGORITHMS:
+            raise ConfigError(f"subjet_algorithm: {self.subjet_algorithm!r} is not one of "
+                              f"{', '.join(map(repr, SUBJET_ALGORITHMS))}")
+        if self.rotate_to not in ROTATE_TO:
+            raise ConfigError(f"rotate_to: {self.rotate_to!r} is not one of "
+                              f"{', '.join(map(repr, ROTATE_TO))}")
+        if self.rotate_to == "second_subjet" and center != "leading_subjet":
+            raise ConfigError(f"rotate_to: 'second_subjet' needs center: 'leading_subjet' "
+                              f"(got center: {center!r}); set center or use "
+                              "rotate_to: 'principal_axis'")
         for name in ("rotate", "flip"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
@@ -309,21 +354,72 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
-def _leading_subjet(radius: float, z: np.ndarray, pt: np.ndarray, seg: _Segments) -> np.ndarray:
-    """pT-weighted centroid of the constituents within ``radius`` of each jet's hardest one.
+_fastjet_quiet = False
 
-    Offsets from the hardest constituent are taken with Δφ wrapped, so a subjet that
-    straddles φ = ±π gets its centre next to its constituents.
+
+def _fastjet() -> Any:
+    """Import ``fastjet`` with its start-up banner (printed to stdout) switched off."""
+    global _fastjet_quiet
+    import fastjet
+    import vector
+
+    if not _fastjet_quiet:
+        _fastjet_quiet = True
+        vector.register_awkward()
+        try:
+            from fastjet import _swig
+
+            _swig.ClusterSequence.set_fastjet_banner_stream(None)
+        except (ImportError, AttributeError, TypeError):  # pragma: no cover - other builds
+            pass
+        log.debug("FastJet: M. Cacciari, G.P. Salam, G. Soyez, EPJC 72 (2012) 1896 "
+                  "[arXiv:1111.6097]; anti-kt: JHEP 04 (2008) 063")
+    return fastjet
+
+
+def _subjet_axes(cfg: JetImageConfig, z: np.ndarray, pt: np.ndarray,
+                 seg: _Segments) -> tuple[np.ndarray, np.ndarray]:
+    """Axes of each jet's hardest and second-hardest subjet, as ``Δη + iΔφ``.
+
+    All jets of the chunk are reclustered in one FastJet call (one "event" per jet, see
+    the module docstring). Jets without constituents of positive pT are not passed to
+    FastJet at all.
+
+    Returns:
+        ``(leading, second)``, complex arrays of length ``seg.n``; NaN where a jet has no
+        such subjet. Δφ of an axis lies in (-pi, pi].
     """
-    is_max = pt == seg.expand(seg.max(pt))
-    position = np.arange(len(pt), dtype=np.int64)
-    lead = seg.min(np.where(is_max, position, len(pt)), fill=0)  # first hardest constituent
-    lead = np.minimum(lead, max(len(pt) - 1, 0))
-    z_lead = np.where(seg.nonempty, z[lead], 0) if len(z) else np.zeros(seg.n, dtype=np.complex128)
-    d = z - seg.expand(z_lead)
-    d.imag = _wrap_phi(d.imag)
-    w = np.where(np.abs(d) < radius, pt, 0.0)
-    return z_lead + _safe_div(seg.sum(w * d), seg.sum(w))
+    fastjet = _fastjet()
+    algorithm = {"antikt": fastjet.antikt_algorithm, "kt": fastjet.kt_algorithm,
+                 "cambridge": fastjet.cambridge_algorithm}[cfg.subjet_algorithm]
+    jet_def = fastjet.JetDefinition(algorithm, cfg.subjet_radius, fastjet.pt_scheme)
+    axes = np.full((seg.n, 2), complex(np.nan, np.nan))
+    positive = pt > 0
+    counts = seg.sum(positive.astype(np.int64))
+    clustered = np.flatnonzero(counts > 0)
+    if len(clustered) == 0:
+        return axes[:, 0], axes[:, 1]
+    p, eta, phi = pt[positive], z.real[positive], z.imag[positive]
+    pseudo = ak.unflatten(ak.zip({"px": p * np.cos(phi), "py": p * np.sin(phi),
+                                  "pz": p * np.sinh(eta), "E": p * np.cosh(eta)},
+                                 with_name="Momentum4D"),
+                          counts[clustered])
+    subjets = fastjet.ClusterSequence(pseudo, jet_def).inclusive_jets()  # not sorted
+    sj_pt = np.hypot(subjets.px, subjets.py)
+    order = ak.argsort(sj_pt, axis=1, ascending=False, stable=True)[:, :2]
+    top = subjets[order]
+    n_top = np.asarray(ak.num(top, axis=1))
+    flat = {k: ak.to_numpy(ak.flatten(top[k], axis=1)).astype(np.float64)
+            for k in ("px", "py", "pz")}
+    flat_pt = np.hypot(flat["px"], flat["py"])
+    axis = np.empty(len(flat_pt), dtype=np.complex128)
+    axis.real = np.arcsinh(_safe_div(flat["pz"], flat_pt))  # massless: rapidity = η
+    axis.imag = np.arctan2(flat["py"], flat["px"])
+    rank = np.arange(len(flat_pt)) - np.repeat(np.cumsum(n_top) - n_top, n_top)
+    axes[np.repeat(clustered, n_top), rank] = axis
+    log.debug("reclustered %d jets (%d constituents with pT > 0) into %s R=%g subjets",
+              len(clustered), len(p), cfg.subjet_algorithm, cfg.subjet_radius)
+    return axes[:, 0], axes[:, 1]
 
 
 def make_jet_images(jets: ak.Array | Mapping[str, Any],
@@ -377,7 +473,8 @@ def make_jet_images(jets: ak.Array | Mapping[str, Any],
             if cfg.center == "centroid":
                 centre = _safe_div(seg.sum(pt * z), seg.sum(pt))
             else:
-                centre = _leading_subjet(cfg.subjet_radius, z, pt, seg)
+                centre, second = _subjet_axes(cfg, z, pt, seg)
+                centre[np.isnan(centre)] = 0  # no subjet: keep the jet axis
             z -= seg.expand(centre)
             dphi = z.imag
             if (wrapped := _wrap_phi(dphi)) is not dphi:
@@ -387,8 +484,14 @@ def make_jet_images(jets: ak.Array | Mapping[str, Any],
             # of the major principal axis (0 for a round or empty jet)
             zz = z * z
             zz *= pt
-            z *= seg.expand(np.exp(-0.5j * np.angle(seg.sum(zz))))
+            turn = np.exp(-0.5j * np.angle(seg.sum(zz)))
             del zz
+            if cfg.rotate_to == "second_subjet":  # then center is "leading_subjet"
+                d = second - centre  # the second subjet seen from the centre
+                d.imag = _wrap_phi(np.nan_to_num(d.imag))
+                ok = ~np.isnan(second) & (d != 0)
+                turn = np.where(ok, np.exp(-1j * np.angle(np.where(ok, d, 1))), turn)
+            z *= seg.expand(turn)
         if cfg.flip:  # sign of (pT on the positive side - pT on the negative side)
             for part in (z.real, z.imag):  # views into z, flipped in place
                 part *= seg.expand(np.where(seg.sum(pt * np.sign(part)) < 0, -1.0, 1.0))

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from hepml.io import file_checksum
-from hepml.training import distributed, versions
+from hepml.training import versions
 
 __all__ = ["make_run_dir", "write_json", "record_inputs"]
 
@@ -23,8 +23,7 @@ def make_run_dir(runs_dir: str | Path, name: str) -> Path:
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
-    if distributed.is_main_process():
-        path.mkdir(parents=True)
+    path.mkdir(parents=True)
     return path
 
 

@@ -119,7 +119,10 @@ class TaggingData:
         return x, y
 
     def dataset(self, which: int | None, *, batch_size: int, shuffle: bool, seed: int = 0) -> ChunkedDataset:
-        """Batches of split ``which`` (0, 1, 2), or of every entry in order when ``None``."""
+        """Batches of split ``which`` (0, 1, 2), or of every entry in order when ``None``.
+
+        Under torchrun the splits are sharded over the ranks; ``None`` (prediction) is not.
+        """
         loaders, lengths = [], []
         for i, spec in enumerate(self.source.chunks):
             part = self.split[spec.global_start : spec.global_start + len(spec)]
@@ -132,7 +135,7 @@ class TaggingData:
 
             loaders.append(load)
         return ChunkedDataset(loaders, lengths, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                              cache=False)
+                              cache=False, shard=which is not None)
 
     def labels(self) -> torch.Tensor:
         """Labels of every entry in order."""
@@ -225,6 +228,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         resume: A run directory of the same workflow to continue from its last checkpoint.
     """
     torch.manual_seed(cfg.seed)
+    distributed.init_from_env(resolve_device(cfg.training.device))
     representation = build_representation(cfg.representation)
     data = TaggingData(cfg.data, representation, seed=cfg.seed)
     n_classes = len(cfg.data.class_names)
@@ -239,7 +243,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
             raise ConfigError(f"--resume {run_dir}: no checkpoint_last.pt there; give the run "
                               "directory of an interrupted run")
     else:
-        run_dir = make_run_dir(cfg.runs_dir, cfg.name)
+        run_dir = make_run_dir(cfg.runs_dir, cfg.name) if distributed.is_main_process() else None
+        run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
     main = distributed.is_main_process()
     if main and not resume:
         record_inputs(run_dir, run_config, data.source.paths, data.source.entries)

@@ -33,6 +33,8 @@ class ChunkedDataset(IterableDataset):
         shuffle: Shuffle chunk order and entries within chunks every epoch.
         seed: Base seed of the shuffling.
         cache: Keep built chunks in memory after the first epoch (for data that fit).
+        shard: Under torchrun, give each rank its share of the entries (training,
+            validation); ``False`` gives every rank all entries in order (prediction).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class ChunkedDataset(IterableDataset):
         shuffle: bool = False,
         seed: int = 0,
         cache: bool = True,
+        shard: bool = True,
     ) -> None:
         super().__init__()
         self.loaders = list(loaders)
@@ -52,12 +55,16 @@ class ChunkedDataset(IterableDataset):
         self.shuffle = shuffle
         self.seed = seed
         self.cache = cache
+        self.shard = shard
         self.epoch = 0
         self._cache: dict[int, tuple[torch.Tensor, ...]] = {}
 
+    def _rank(self) -> tuple[int, int]:
+        return (distributed.world_size(), distributed.rank()) if self.shard else (1, 0)
+
     def __len__(self) -> int:
         """Entries this rank sees per epoch."""
-        ws, r = distributed.world_size(), distributed.rank()
+        ws, r = self._rank()
         return sum(len(range(r, n, ws)) for n in self.lengths)
 
     def set_epoch(self, epoch: int) -> None:
@@ -75,7 +82,7 @@ class ChunkedDataset(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(len(self.loaders), generator=gen) if self.shuffle else torch.arange(len(self.loaders))
-        ws, r = distributed.world_size(), distributed.rank()
+        ws, r = self._rank()
         per_rank = max(1, self.batch_size // ws)
         for i in order.tolist():
             if self.lengths[i] == 0:

@@ -13,7 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "rank", "world_size", "is_main_process", "all_reduce_sum", "barrier"]
+__all__ = ["init_from_env", "rank", "world_size", "is_main_process", "all_reduce_sum", "barrier",
+           "broadcast_object"]
 
 
 def init_from_env(device: torch.device, *, timeout_s: float = 300.0) -> bool:
@@ -53,3 +54,12 @@ def barrier() -> None:
     """Wait for every process (no-op when not distributed)."""
     if world_size() > 1:
         dist.barrier()
+
+
+def broadcast_object(obj: object) -> object:
+    """Rank 0's ``obj`` on every rank (identity when not distributed)."""
+    if world_size() > 1:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
