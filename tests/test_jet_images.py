@@ -274,7 +274,10 @@ def test_config_validation_names_the_field():
                           ({"rotate": "yes"}, "rotate"), ({"normalize": "l2"}, "normalize"),
                           ({"channels": ()}, "channels"), ({"channels": ("pt", "pt")}, "channels"),
                           ({"channels": ("charge_pt",)}, "charged_pt"),
-                          ({"subjet_radius": 0}, "subjet_radius"), ({"dtype": "int8"}, "dtype")]:
+                          ({"subjet_radius": 0}, "subjet_radius"), ({"dtype": "int8"}, "dtype"),
+                          ({"subjet_algorithm": "anti-kt"}, "subjet_algorithm"),
+                          ({"rotate_to": "second"}, "rotate_to"),
+                          ({"rotate_to": "second_subjet", "center": "centroid"}, "rotate_to")]:
         with pytest.raises(ConfigError, match=field):
             JetImageConfig(**kwargs)
     cfg = JetImageConfig(npix=32, eta_range=1.0, center=None, channels="pt")
@@ -286,6 +289,9 @@ def test_from_dict_round_trip_and_unknown_keys():
     cfg = JetImageConfig.from_dict({"npix": [40, 30], "eta_range": 0.8, "phi_range": [-1, 1],
                                     "center": "centroid", "rotate": True, "flip": True,
                                     "normalize": "sum", "channels": ["pt", "multiplicity"]})
+    sub = JetImageConfig.from_dict({"center": "leading_subjet", "subjet_algorithm": "kt",
+                                    "rotate": True, "rotate_to": "second_subjet"})
+    assert JetImageConfig.from_dict(sub.to_dict()) == sub
     assert cfg.npix == (40, 30) and cfg.phi_range == (-1.0, 1.0)
     assert JetImageConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(UnknownKeyError, match=r"'npx'.*Did you mean 'npix'") as info:
@@ -324,3 +330,133 @@ def test_on_the_shipped_sample(jets_sample):
     # after flipping, the positive half of each axis holds at least half of the pT
     assert (img[:, 0, 20:, :].sum(dim=(1, 2)) >= 0.5 - 1e-5).all()
     assert (img[:, 0, :, 20:].sum(dim=(1, 2)) >= 0.5 - 1e-5).all()
+
+
+# ---- leading-subjet centring (FastJet reclustering) ----
+
+def _shifted_by_hand(jet: list[tuple[float, float, float, float]],
+                     centre: tuple[float, float]) -> ak.Array:
+    return jets_of([(p, x - centre[0], y - centre[1], q) for p, x, y, q in jet])
+
+
+def test_leading_subjet_centres_on_the_hard_prong_of_a_two_prong_jet():
+    # a hard narrow prong (pT 60) and a softer one (pT 25) about 0.5 away from it
+    hard = [(30.0, 0.10, 0.05, 0), (20.0, 0.15, 0.10, 0), (10.0, 0.05, 0.12, 0)]
+    soft = [(15.0, -0.30, -0.20, 0), (10.0, -0.36, -0.24, 0)]
+    axis = (sum(p * x for p, x, _, _ in hard) / 60, sum(p * y for p, _, y, _ in hard) / 60)
+    cfg = JetImageConfig(npix=32, eta_range=0.8, phi_range=0.8, center="leading_subjet")
+    for jet in (hard + soft, soft + hard):  # the input order does not matter
+        got = make_jet_images(jets_of(jet), cfg)
+        want = make_jet_images(_shifted_by_hand(jet, axis),
+                               JetImageConfig(npix=32, eta_range=0.8, phi_range=0.8))
+        torch.testing.assert_close(got, want)
+    # the overall centroid is elsewhere: the centring really picks the hard prong
+    centroid = make_jet_images(jets_of(hard + soft), JetImageConfig(
+        npix=32, eta_range=0.8, phi_range=0.8, center="centroid"))
+    assert not torch.equal(centroid, got)
+
+
+def _per_jet_subjet_axes(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray,
+                         algorithm: str, radius: float) -> tuple[complex, complex]:
+    """One FastJet call for one jet; each axis recomputed from its subjet's constituents."""
+    import fastjet
+
+    keep = pt > 0
+    if not keep.any():
+        return complex(np.nan, np.nan), complex(np.nan, np.nan)
+    pt, eta, phi = pt[keep], eta[keep], phi[keep]
+    particles = ak.zip({"px": pt * np.cos(phi), "py": pt * np.sin(phi),
+                       "pz": pt * np.sinh(eta), "E": pt * np.cosh(eta)},
+                      with_name="Momentum4D")
+    algo = {"antikt": fastjet.antikt_algorithm, "kt": fastjet.kt_algorithm,
+            "cambridge": fastjet.cambridge_algorithm}[algorithm]
+    cs = fastjet.ClusterSequence(particles, fastjet.JetDefinition(algo, radius,
+                                                                  fastjet.pt_scheme))
+    subjets = cs.inclusive_jets()
+    members = cs.constituent_index()
+    order = np.argsort(-np.hypot(np.asarray(subjets.px), np.asarray(subjets.py)),
+                       kind="stable")
+    axes = []
+    for k in order[:2]:
+        idx = np.asarray(members[k])
+        w = pt[idx]  # jets here do not straddle phi = +-pi: plain weighted means
+        axes.append(complex(np.sum(w * eta[idx]) / w.sum(), np.sum(w * phi[idx]) / w.sum()))
+    axes += [complex(np.nan, np.nan)] * (2 - len(axes))
+    return axes[0], axes[1]
+
+
+@pytest.mark.parametrize("algorithm", ["antikt", "kt", "cambridge"])
+def test_subjet_axes_match_a_per_jet_fastjet_reference(algorithm):
+    from hepml.representations.jet_images import _Segments, _subjet_axes
+
+    rng = np.random.default_rng(11)
+    n = 100
+    counts = rng.integers(0, 40, n)
+    counts[[0, 42]] = 0
+    counts[7] = 3
+    total = int(counts.sum())
+    pt = rng.exponential(10.0, total)
+    pt[rng.random(total) < 0.03] = 0.0  # zero-pT constituents are left out
+    start = int(np.sum(counts[:7]))
+    pt[start:start + 3] = 0.0  # a jet with constituents but no pT: no subjet
+    # a few prongs per jet, so that there are several subjets of different pT
+    eta = rng.normal(0, 0.1, total) + rng.choice([-0.4, 0.0, 0.3], total)
+    phi = rng.normal(0, 0.1, total) + rng.choice([-0.3, 0.0, 0.4], total)
+    cfg = JetImageConfig(center="leading_subjet", subjet_algorithm=algorithm)
+    z = eta + 1j * phi
+    lead, second = _subjet_axes(cfg, z, pt, _Segments(counts))
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    ref = np.array([_per_jet_subjet_axes(pt[a:b], eta[a:b], phi[a:b], algorithm, 0.2)
+                    for a, b in zip(offsets[:-1], offsets[1:])])
+    np.testing.assert_allclose(lead, ref[:, 0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(second, ref[:, 1], rtol=0, atol=1e-9)
+    assert np.isnan(lead[[0, 7, 42]]).all()
+    assert np.isfinite(second).sum() > 50  # most jets have a second subjet
+
+    # and the images are the per-jet shifts of the constituents, empty jets unshifted
+    jets = ak.Array({"part_px": ak.unflatten(pt, counts), "part_py": ak.unflatten(0 * pt, counts),
+                     "part_deta": ak.unflatten(eta, counts),
+                     "part_dphi": ak.unflatten(phi, counts)})
+    centre = np.nan_to_num(ref[:, 0], nan=0.0)
+    shifted = ak.Array({"part_px": jets.part_px, "part_py": jets.part_py,
+                        "part_deta": jets.part_deta - centre.real,
+                        "part_dphi": jets.part_dphi - centre.imag})
+    small = dict(npix=33, eta_range=0.825, phi_range=0.825)
+    got = make_jet_images(jets, JetImageConfig(**small, center="leading_subjet",
+                                               subjet_algorithm=algorithm))
+    torch.testing.assert_close(got, make_jet_images(shifted, JetImageConfig(**small)))
+
+
+@pytest.mark.parametrize("rotate_to", ["principal_axis", "second_subjet"])
+def test_leading_subjet_with_empty_and_zero_pt_jets_gives_no_nan(rotate_to):
+    cfg = JetImageConfig(**SMALL, center="leading_subjet", rotate=True, rotate_to=rotate_to,
+                         flip=True, normalize="sum")
+    jets = jets_of([], [(1.0, 0.1, 0.1, 0), (2.0, -0.4, 0.3, 0)], [(0.0, 0.3, 0.3, 0)], [])
+    img = make_jet_images(jets, cfg)
+    assert torch.isfinite(img).all()
+    assert img[[0, 2, 3]].abs().sum() == 0 and img[1].sum() == pytest.approx(1.0)
+    assert make_jet_images(jets_of([], []), cfg).abs().sum() == 0  # nothing to cluster
+    assert make_jet_images(jets[:0], cfg).shape == (0, 1, 8, 8)
+
+
+def test_second_subjet_rotation_puts_the_second_subjet_on_the_positive_eta_axis():
+    # leading subjet at (0.1, 0.1); second subjet 0.5 away at 60 degrees; a third, soft
+    # one sets a different principal axis
+    a = math.radians(60)
+    jet = [(50.0, 0.1, 0.1, 0), (20.0, 0.1 + 0.5 * math.cos(a), 0.1 + 0.5 * math.sin(a), 0),
+           (15.0, 0.1 + 0.4, 0.1 - 0.3, 0)]
+    # 33 x 33 pixels of 0.05 over [-0.825, 0.825): column 16 is centred on dphi = 0
+    grid = dict(npix=33, eta_range=0.825, phi_range=0.825)
+    cfg = JetImageConfig(**grid, center="leading_subjet", rotate=True,
+                         rotate_to="second_subjet")
+    img = make_jet_images(jets_of(jet), cfg)[0, 0]
+    assert img[16, 16] == pytest.approx(50.0)  # the leading subjet at the centre
+    assert img[26, 16] == pytest.approx(20.0)  # (0.5 + 0.825) / 0.05 = 26.5 -> row 26
+    principal = make_jet_images(jets_of(jet), JetImageConfig(**grid, center="leading_subjet",
+                                                             rotate=True))[0, 0]
+    assert principal[26, 16] == 0  # the principal axis is another direction
+    # a jet with a single subjet falls back to the principal axis
+    one = jets_of([(50.0, 0.1, 0.1, 0), (20.0, 0.2, 0.15, 0)])
+    torch.testing.assert_close(
+        make_jet_images(one, cfg),
+        make_jet_images(one, JetImageConfig(**grid, center="leading_subjet", rotate=True)))

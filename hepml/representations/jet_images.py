@@ -72,6 +72,7 @@ import awkward as ak
 import numpy as np
 import torch
 
+from hepml._fastjet import fastjet as _import_fastjet
 from hepml.config import from_mapping, to_dict
 from hepml.errors import BadValueError, ConfigError, MissingBranchError
 
@@ -354,27 +355,6 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
-_fastjet_quiet = False
-
-
-def _fastjet() -> Any:
-    """Import ``fastjet`` with its start-up banner (printed to stdout) switched off."""
-    global _fastjet_quiet
-    import fastjet
-    import vector
-
-    if not _fastjet_quiet:
-        _fastjet_quiet = True
-        vector.register_awkward()
-        try:
-            from fastjet import _swig
-
-            _swig.ClusterSequence.set_fastjet_banner_stream(None)
-        except (ImportError, AttributeError, TypeError):  # pragma: no cover - other builds
-            pass
-        log.debug("FastJet: M. Cacciari, G.P. Salam, G. Soyez, EPJC 72 (2012) 1896 "
-                  "[arXiv:1111.6097]; anti-kt: JHEP 04 (2008) 063")
-    return fastjet
 
 
 def _subjet_axes(cfg: JetImageConfig, z: np.ndarray, pt: np.ndarray,
@@ -389,7 +369,7 @@ def _subjet_axes(cfg: JetImageConfig, z: np.ndarray, pt: np.ndarray,
         ``(leading, second)``, complex arrays of length ``seg.n``; NaN where a jet has no
         such subjet. Δφ of an axis lies in (-pi, pi].
     """
-    fastjet = _fastjet()
+    fastjet = _import_fastjet()
     algorithm = {"antikt": fastjet.antikt_algorithm, "kt": fastjet.kt_algorithm,
                  "cambridge": fastjet.cambridge_algorithm}[cfg.subjet_algorithm]
     jet_def = fastjet.JetDefinition(algorithm, cfg.subjet_radius, fastjet.pt_scheme)

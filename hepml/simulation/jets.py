@@ -64,6 +64,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from hepml._fastjet import fastjet as _import_fastjet
 from hepml.errors import ConfigError, EmptyInputError, GenerationError
 
 log = logging.getLogger(__name__)
@@ -433,25 +434,6 @@ def _signal_partons(prt: ak.Array, process: str) -> tuple[np.ndarray, np.ndarray
     return event_of[members[:, 0]], eta[members], phi[members]
 
 
-_fastjet_banner_done = False
-
-
-def _quiet_fastjet() -> None:
-    """Send FastJet's start-up banner nowhere (it would go to stdout); log the citation once."""
-    global _fastjet_banner_done
-    if _fastjet_banner_done:
-        return
-    _fastjet_banner_done = True
-    try:
-        import fastjet._swig
-
-        fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
-    except (ImportError, AttributeError, TypeError):  # pragma: no cover - other builds
-        return
-    log.debug("FastJet: M. Cacciari, G.P. Salam, G. Soyez, EPJC 72 (2012) 1896 "
-              "[arXiv:1111.6097]; anti-kt: JHEP 04 (2008) 063")
-
-
 def _process_batch(
     batch: ak.Array,
     config: JetGenerationConfig,
@@ -459,9 +441,7 @@ def _process_batch(
     first_event: int,
 ) -> dict[str, Any]:
     """Cluster one batch of events and select jets; returns branch arrays (jets in event order)."""
-    import fastjet
-
-    _quiet_fastjet()
+    fastjet = _import_fastjet()
     prt = batch["prt"]
     n_events = len(prt)
     counts = ak.to_numpy(ak.num(prt.id))
