@@ -59,18 +59,16 @@ _TREE_CLASSES = ("TTree", "ROOT::RNTuple", "ROOT::Experimental::RNTuple")
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """One chunk of entries read from one file.
+class ChunkSpec:
+    """Where one chunk lies.
 
     Attributes:
-        arrays: Record array with one field per requested name.
         path: The file the entries come from.
         entry_start: First entry (in that file's tree) of the chunk.
         entry_stop: One past the last entry.
         global_start: Position of ``entry_start`` in the concatenation of all files read.
     """
 
-    arrays: ak.Array
     path: str
     entry_start: int
     entry_stop: int
@@ -78,6 +76,17 @@ class Chunk:
 
     def __len__(self) -> int:
         return self.entry_stop - self.entry_start
+
+
+@dataclass(frozen=True)
+class Chunk(ChunkSpec):
+    """One chunk of entries read from one file: where it lies, and its arrays.
+
+    Attributes:
+        arrays: Record array with one field per requested name.
+    """
+
+    arrays: ak.Array
 
 
 def expand_files(patterns: str | Sequence[str], *, base: str | Path | None = None) -> list[str]:
@@ -197,23 +206,11 @@ def _check_finite(arrays: Mapping[str, Any], path: str, tree: str, start: int) -
 
 
 def _dtype(arr: ak.Array) -> np.dtype:
+    """The dtype of the numbers inside a (possibly jagged) array."""
     try:
-        return np.dtype(str(ak.type(arr).content).split("*")[-1].strip().replace("?", ""))
-    except TypeError:
+        return ak.to_numpy(ak.flatten(arr, axis=None)).dtype
+    except (TypeError, ValueError):  # strings, records, options with missing values
         return np.dtype(object)
-
-
-@dataclass(frozen=True)
-class ChunkSpec:
-    """Where one chunk lies: file, entry range, and its offset in the whole input."""
-
-    path: str
-    entry_start: int
-    entry_stop: int
-    global_start: int
-
-    def __len__(self) -> int:
-        return self.entry_stop - self.entry_start
 
 
 class Source:
@@ -294,7 +291,8 @@ class Source:
 
     def __iter__(self) -> Iterator[Chunk]:
         for spec in self.chunks:
-            yield Chunk(self.read(spec), spec.path, spec.entry_start, spec.entry_stop, spec.global_start)
+            yield Chunk(spec.path, spec.entry_start, spec.entry_stop, spec.global_start,
+                        arrays=self.read(spec))
 
 
 def iterate(
