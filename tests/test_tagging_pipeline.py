@@ -227,3 +227,14 @@ def test_jets_without_constituents_are_scored(small_run, tmp_path, jets_sample, 
     assert "2 jets have no constituents" in caplog.text
     pred = uproot.open(out[0])["predictions"].arrays(library="np")
     assert len(pred["score_top"]) == 300 and np.isfinite(pred["score_top"]).all()
+
+
+def test_truncated_checkpoint_through_cli(small_run, tmp_path, jets_sample, capsys):
+    _, run_dir = small_run
+    data = (run_dir / "checkpoint_best.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 3])
+    code = main(["predict", "--checkpoint", str(cut), str(jets_sample), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cut short" in err[0] and str(cut) in err[0]
+    assert cut.stat().st_size == len(data) // 3  # the bad file is left as it was
