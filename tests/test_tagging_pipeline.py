@@ -62,7 +62,8 @@ def test_run_directory_contents(small_run):
     for name in ["config.yaml", "inputs.json", "versions.json", "metrics.json", "report.html",
                  "checkpoint_best.pt", "checkpoint_last.pt", "split.npy",
                  "rejection.png", "rejection.pdf", "roc.png", "scores.png",
-                 "confusion_matrix.png", "confusion_matrix_normalized.png", "history.png"]:
+                 "confusion_matrix.png", "confusion_matrix_normalized.png", "history.png",
+                 "mean_images.png", "mean_images.pdf"]:
         assert (run_dir / name).exists(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.8 < metrics["auc"] <= 1.0  # a real tagger, even this small one

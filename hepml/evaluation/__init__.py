@@ -40,6 +40,7 @@ _LAZY = {
     "plot_score_distributions": "plots",
     "plot_confusion_matrix": "plots",
     "plot_history": "plots",
+    "plot_mean_images": "plots",
     "write_report": "report",
     "write_metrics_json": "report",
 }
@@ -63,6 +64,7 @@ __all__ = [
     "plot_score_distributions",
     "plot_confusion_matrix",
     "plot_history",
+    "plot_mean_images",
     "write_report",
     "write_metrics_json",
 ]

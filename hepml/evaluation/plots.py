@@ -355,3 +355,39 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | Path) -> li
         ax_acc.set_xlabel("Epoch")
         _label(ax_loss)
         return _save(fig, path)
+
+
+def plot_mean_images(images: Mapping[str, Any], path: str | Path, *,
+                     extent: Sequence[float] | None = None,
+                     axis_labels: tuple[str, str] = (r"$\Delta\phi'$", r"$\Delta\eta'$")) -> list[Path]:
+    """Average image of each class side by side, log colour scale.
+
+    Args:
+        images: Class name -> ``[H, W]`` mean image (e.g. the mean jet image of the class).
+        path: Path stem.
+        extent: ``(x_lo, x_hi, y_lo, y_hi)`` of the image in its coordinates.
+        axis_labels: x and y axis labels.
+
+    Returns:
+        The PNG and PDF paths.
+    """
+    from matplotlib.colors import LogNorm
+
+    arrays = {name: _array(img, name).astype(np.float64) for name, img in images.items()}
+    if not arrays:
+        raise EmptyInputError("plot_mean_images: no images")
+    positive = np.concatenate([a[a > 0] for a in arrays.values()] or [np.ones(1)])
+    lo, hi = (float(positive.min()), float(positive.max())) if positive.size else (1e-6, 1.0)
+    plt = _pyplot()
+    with _style():
+        fig, axes = plt.subplots(1, len(arrays), figsize=(7.5 * len(arrays), 7), squeeze=False)
+        for ax, (name, img) in zip(axes[0], arrays.items()):
+            shown = np.ma.masked_less_equal(img, 0)
+            im = ax.imshow(shown, origin="lower", extent=extent, cmap="viridis",
+                           norm=LogNorm(vmin=max(lo, hi * 1e-6), vmax=hi), aspect="auto")
+            ax.set_title(str(name), loc="right")
+            ax.set_xlabel(axis_labels[0])
+            ax.set_ylabel(axis_labels[1])
+            _label(ax)
+        fig.colorbar(im, ax=list(axes[0]), fraction=0.03, pad=0.02, label="Mean pixel intensity")
+        return _save(fig, path)

@@ -137,6 +137,21 @@ class TaggingData:
         return ChunkedDataset(loaders, lengths, batch_size=batch_size, shuffle=shuffle, seed=seed,
                               cache=False, shard=which is not None)
 
+    def class_means(self, which: int | None = None) -> dict[int, torch.Tensor]:
+        """Mean model input of each class (e.g. the average jet image), over split ``which``."""
+        sums: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
+        for i, spec in enumerate(self.source.chunks):
+            x, y = self.chunk(i)
+            if which is not None:
+                keep = torch.from_numpy(self.split[spec.global_start:spec.global_start + len(spec)] == which)
+                x, y = x[keep], y[keep]
+            for c in y.unique().tolist():
+                sel = x[y == c]
+                sums[c] = sums.get(c, 0) + sel.double().sum(0)
+                counts[c] = counts.get(c, 0) + len(sel)
+        return {c: (sums[c] / counts[c]).float() for c in sorted(sums)}
+
     def labels(self) -> torch.Tensor:
         """Labels of every entry in order."""
         return torch.cat([self.chunk(i)[1] for i in range(len(self.source.chunks))])
@@ -180,7 +195,8 @@ def write_predictions(run_dir: Path, source: Source, scores: np.ndarray, class_n
 def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: Sequence[str],
                    signal_index: int, config: EvaluationConfig, out_dir: Path,
                    history: list[dict[str, float]] | None, run_config: dict[str, Any],
-                   title: str, seed: int = 0, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                   title: str, seed: int = 0, extra: dict[str, Any] | None = None,
+                   extra_plots: Sequence[Path] = ()) -> dict[str, Any]:
     """Metrics on the scores' device, then plots, ``metrics.json`` and ``report.html``.
 
     ``extra`` (e.g. training facts) is stored in the metrics beside the computed values.
@@ -213,6 +229,7 @@ def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: S
     plots += evaluation.plot_confusion_matrix(cm, cm_names, out_dir / "confusion_matrix_normalized", normalize=True)
     if history:
         plots += evaluation.plot_history(history, out_dir / "history")
+    plots += list(extra_plots)
     evaluation.write_metrics_json(out_dir / "metrics.json", metrics)
     evaluation.write_report(out_dir, title=title, metrics=metrics, config=run_config,
                             plots=[p for p in plots if str(p).endswith(".png")],
@@ -274,6 +291,15 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         if test.sum() == 0:
             log.warning("the test split is empty; metrics are computed on the validation split")
             test = torch.from_numpy(data.split == 1).to(trainer.device)
+        image_plots: list[Path] = []
+        means = data.class_means(2)
+        if means and next(iter(means.values())).ndim == 3:  # images: one panel per class, channel 0
+            cfg_img = representation.config
+            image_plots = evaluation.plot_mean_images(
+                {cfg.data.class_names[c]: m[0].numpy() for c, m in means.items()},
+                run_dir / "mean_images",
+                extent=(*cfg_img.phi_range, *cfg_img.eta_range),
+            )
         training = {"epochs_run": len(history), "best_epoch": trainer.best_epoch,
                     "device": str(trainer.device), "mixed_precision": trainer.amp,
                     "n_train": int(counts[0]), "n_validation": int(counts[1]),
@@ -282,7 +308,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                        signal_index=cfg.data.signal_index, config=cfg.evaluation,
                        out_dir=run_dir, history=history, run_config=run_config,
                        title=f"{cfg.name}: {cfg.data.class_names[cfg.data.signal_index]} tagging",
-                       seed=cfg.seed, extra={"training": training})
+                       seed=cfg.seed, extra={"training": training}, extra_plots=image_plots)
     return run_dir
 
 
