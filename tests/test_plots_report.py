@@ -128,3 +128,17 @@ def test_report_shows_infinite_rejection(tmp_path):
     text = write_report(tmp_path, title="perfect", metrics=metrics, config="seed: 1\n",
                         plots=[]).read_text()
     assert "inf" in text and "seed: 1" in text
+
+
+def test_mean_images_plot(tmp_path):
+    import numpy as np
+
+    from hepml.errors import EmptyInputError
+    from hepml.evaluation import plot_mean_images
+
+    img = np.zeros((10, 10))
+    img[5, 5] = 1.0
+    paths = plot_mean_images({"QCD": img, "top": img.T * 0.5}, tmp_path / "m", extent=(-1, 1, -1, 1))
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+    with pytest.raises(EmptyInputError):
+        plot_mean_images({}, tmp_path / "none")
