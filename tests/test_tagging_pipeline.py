@@ -239,3 +239,16 @@ def test_truncated_checkpoint_through_cli(small_run, tmp_path, jets_sample, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cut short" in err[0] and str(cut) in err[0]
     assert cut.stat().st_size == len(data) // 3  # the bad file is left as it was
+
+
+def test_predict_unlabelled_file(small_run, tmp_path, jets_sample):
+    def drop_labels(b):
+        for k in [k for k in b if k.startswith("label_")]:
+            del b[k]
+
+    path = _copy_jets(jets_sample, tmp_path / "unlabelled.root", n=100, edit=drop_labels)
+    _, run_dir = small_run
+    out = tagging.predict(run_dir / "checkpoint_best.pt", [str(path)], tmp_path / "out", device="cpu")
+    pred = uproot.open(out[0])["predictions"]
+    assert pred.num_entries == 100
+    assert set(pred.keys()) == {"score_QCD", "score_top"}

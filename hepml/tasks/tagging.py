@@ -20,7 +20,7 @@ import torch
 
 from hepml import evaluation
 from hepml.config import DataConfig, EvaluationConfig, WorkflowConfig, to_dict
-from hepml.errors import BadValueError, ConfigError, EmptyInputError, HepmlError
+from hepml.errors import BadValueError, ConfigError, EmptyInputError, HepmlError, MissingBranchError
 from hepml.io import Source, read, write_friend_tree
 from hepml.models import build_model
 from hepml.representations import JetImageConfig, JetImages
@@ -340,13 +340,15 @@ def predict(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *
     from hepml.config import from_mapping
 
     data_config = from_mapping(DataConfig, data_cfg, where="predict")
-    if with_labels is None:
-        try:
-            TaggingData(data_config, representation, seed=0, with_labels=True)
-            with_labels = True
-        except KeyError:
-            with_labels = False
-    data = TaggingData(data_config, representation, seed=0, with_labels=with_labels, cache=False)
+    try:
+        data = TaggingData(data_config, representation, seed=0,
+                           with_labels=with_labels is not False, cache=False)
+    except MissingBranchError as exc:
+        if with_labels is not None or exc.branch not in data_config.labels:
+            raise
+        log.info("%s: no label branches; writing scores only", exc.path)
+        data = TaggingData(data_config, representation, seed=0, with_labels=False, cache=False)
+    with_labels = data.with_labels
     model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
     dev = resolve_device(device)
     model.load_state_dict(state["model_state"])
