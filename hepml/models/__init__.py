@@ -7,5 +7,7 @@ rebuilt without the workflow file.
 
 from hepml.models._registry import ACTIVATIONS, MODELS, activation, build_model, register_model
 from hepml.models.cnn import JetImageCNN
+from hepml.models.particlenet import ParticleNet
 
-__all__ = ["ACTIVATIONS", "MODELS", "JetImageCNN", "activation", "build_model", "register_model"]
+__all__ = ["ACTIVATIONS", "MODELS", "JetImageCNN", "activation", "build_model", "register_model",
+           "ParticleNet"]

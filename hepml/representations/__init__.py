@@ -5,6 +5,9 @@ reads, and ``to_dict`` / ``from_dict`` for recording how inputs were made. Built
 whole chunk at once, without Python loops over jets or particles.
 
 - :mod:`hepml.representations.jet_images`: jet images ``[N, C, n_eta, n_phi]``.
+- :mod:`hepml.representations.particle_clouds`: padded particle clouds (ParticleNet
+  inputs) ``points [N, D, P]``, ``features [N, F, P]``, ``mask [N, 1, P]``.
+- :mod:`hepml.representations.knn`: kNN neighbours and PyG edges with torch alone.
 """
 
 from hepml.representations.jet_images import (
@@ -15,4 +18,15 @@ from hepml.representations.jet_images import (
     make_jet_images,
 )
 
-__all__ = ["CENTERS", "CHANNELS", "JetImageConfig", "JetImages", "make_jet_images"]
+from hepml.representations.knn import KNN, knn_graph_edges, knn_indices
+from hepml.representations.particle_clouds import (
+    FEATURES,
+    ParticleCloudConfig,
+    ParticleClouds,
+    make_particle_clouds,
+    to_pyg,
+)
+
+__all__ = ["CENTERS", "CHANNELS", "JetImageConfig", "JetImages", "make_jet_images",
+           "FEATURES", "KNN", "ParticleCloudConfig", "ParticleClouds", "knn_graph_edges",
+           "knn_indices", "make_particle_clouds", "to_pyg"]

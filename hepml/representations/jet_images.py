@@ -74,7 +74,8 @@ import torch
 
 from hepml._fastjet import fastjet as _import_fastjet
 from hepml.config import from_mapping, to_dict
-from hepml.errors import BadValueError, ConfigError, MissingBranchError
+from hepml.errors import BadValueError, ConfigError
+from hepml.representations._arrays import _field, _flatten
 
 log = logging.getLogger(__name__)
 
@@ -255,43 +256,6 @@ def _wrap_phi(x: np.ndarray) -> np.ndarray:
     if len(x) == 0 or (x.min() >= -math.pi and x.max() < math.pi):
         return x
     return np.mod(x + math.pi, _TWO_PI) - math.pi
-
-
-def _field(jets: Any, name: str) -> Any:
-    fields = jets.fields if isinstance(jets, ak.Array) else list(jets)
-    if name not in fields:
-        raise MissingBranchError("input arrays", "jets", name, fields)
-    return jets[name]
-
-
-def _flatten(jets: Any, fields: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per-jet constituent counts and the flat numeric values of each jagged field."""
-    counts: np.ndarray | None = None
-    flat: dict[str, np.ndarray] = {}
-    for name in fields:
-        arr = _field(jets, name)
-        if not isinstance(arr, ak.Array):
-            arr = ak.Array(arr)
-        if arr.ndim != 2:
-            raise BadValueError(f"branch {name!r}: expected one list of values per jet "
-                                f"(a jagged branch), got type {arr.type}")
-        num = np.asarray(ak.num(arr, axis=1), dtype=np.int64)
-        if counts is None:
-            counts = num
-        elif not np.array_equal(num, counts):
-            bad = int(np.flatnonzero(num != counts)[0])
-            raise BadValueError(
-                f"branch {name!r} has {num[bad]} values in jet {bad} but {fields[0]!r} has "
-                f"{counts[bad]}: the constituent branches do not belong together")
-        try:  # may share memory with the input: nothing below writes into these arrays
-            values = ak.to_numpy(ak.flatten(arr, axis=1), allow_missing=False)
-        except (ValueError, TypeError):
-            values = None
-        if values is None or values.dtype.kind not in "biuf":
-            raise BadValueError(f"branch {name!r}: expected numbers for every constituent, got "
-                                f"type {arr.type} (missing values or records)")
-        flat[name] = values
-    return counts if counts is not None else np.zeros(0, dtype=np.int64), flat
 
 
 class _Segments:

@@ -1,0 +1,219 @@
+"""ParticleNet: a dynamic graph CNN on particle clouds.
+
+H. Qu and L. Gouskos, "ParticleNet: Jet Tagging via Particle Clouds", Phys. Rev. D 101
+(2020) 056019, arXiv:1902.08570. A jet is a cloud of particles; each EdgeConv block
+finds every particle's ``k`` nearest neighbours (the first block in the coordinate space
+``points``, later blocks in the feature space of the previous block: the graph is
+dynamic), builds edge features ``[x_i, x_j - x_i]``, passes them through three shared
+(1x1 convolution, batch normalisation, activation) layers, averages over the neighbours
+and adds a shortcut (1x1 convolution + batch normalisation of ``x_i``) before a final
+activation. Global average pooling over the real particles and a dense head give logits.
+
+Padding: the inputs are padded clouds (see :mod:`hepml.representations.particle_clouds`).
+Padded particles are never neighbours (:func:`hepml.representations.knn.knn_indices`),
+neighbour slots without a real neighbour (jets with ``n <= k`` particles) are left out of
+the mean (a particle with no neighbour at all keeps only its self-edge ``[x_i, 0]``), the
+features of padded particles are zeroed after every block, and the pooling averages over
+real particles only. In eval mode the output is therefore independent of the amount of
+padding and of the values in padded slots. In training mode the batch-normalisation
+statistics include the (zeroed) padded entries, as in the authors' implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from hepml.errors import BadValueError, ConfigError
+from hepml.models._registry import activation as _activation
+from hepml.models._registry import register_model
+from hepml.representations.knn import knn_indices
+
+__all__ = ["ParticleNet", "PRESETS"]
+
+#: ``conv_params`` and ``fc_params`` of the two networks of the paper.
+PRESETS: dict[str, dict[str, list]] = {
+    "particlenet": {
+        "conv_params": [(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))],
+        "fc_params": [(256, 0.1)],
+    },
+    "particlenet-lite": {
+        "conv_params": [(7, (32, 32, 32)), (7, (64, 64, 64))],
+        "fc_params": [(128, 0.1)],
+    },
+}
+
+
+def _gather_neighbours(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x [B, C, N]``, ``idx [B, N, k]`` -> neighbour features ``[B, C, N, k]``."""
+    b, c, n = x.shape
+    k = idx.shape[-1]
+    flat = (idx + torch.arange(b, device=x.device).view(b, 1, 1) * n).reshape(-1)
+    nb = x.transpose(1, 2).reshape(b * n, c)[flat]  # [B*N*k, C]
+    return nb.view(b, n, k, c).permute(0, 3, 1, 2)
+
+
+class _EdgeConv(nn.Module):
+    """One EdgeConv block with its shortcut (see the module docstring)."""
+
+    def __init__(self, k: int, in_dim: int, channels: Sequence[int], act: str) -> None:
+        super().__init__()
+        self.k = k
+        layers: list[nn.Module] = []
+        width = 2 * in_dim
+        for out in channels:
+            layers += [nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out),
+                       _activation(act)]
+            width = out
+        self.mlp = nn.Sequential(*layers)
+        if in_dim == channels[-1]:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(nn.Conv1d(in_dim, channels[-1], 1, bias=False),
+                                          nn.BatchNorm1d(channels[-1]))
+        self.act = _activation(act)
+
+    def forward(self, points: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``points [B, D, N]``, ``x [B, C, N]``, ``mask [B, N]`` -> ``[B, C', N]``."""
+        idx, valid = knn_indices(points.transpose(1, 2), self.k, mask)  # [B, N, k]
+        centre = x.unsqueeze(-1).expand(-1, -1, -1, self.k)
+        edges = torch.cat([centre, _gather_neighbours(x, idx) - centre], dim=1)
+        h = self.mlp(edges)  # [B, C', N, k]
+        weight = valid.to(h.dtype)
+        alone = ~valid[..., 0]  # no neighbour at all: slot 0 is the self-edge, use it
+        weight[..., 0] = torch.where(alone, 1.0, weight[..., 0])
+        h = (h * weight.unsqueeze(1)).sum(-1) / weight.sum(-1).unsqueeze(1)
+        return self.act(h + self.shortcut(x))
+
+
+def _pairs(name: str, value: Sequence, *, allow_empty: bool = False) -> list[tuple]:
+    if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence)
+            or not (value or allow_empty)):
+        raise ConfigError(f"{name}: expected a non-empty list of pairs, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise ConfigError(f"{name}[{i}]: expected a pair, got {item!r}")
+        out.append(tuple(item))
+    return out
+
+
+@register_model("particlenet")
+class ParticleNet(nn.Module):
+    r"""ParticleNet jet tagger (Qu and Gouskos, arXiv:1902.08570).
+
+    The defaults are the ParticleNet of the paper: three EdgeConv blocks with
+    ``k = 16`` and channels (64, 64, 64), (128, 128, 128), (256, 256, 256), then one
+    dense layer of 256 units with dropout 0.1. ``preset="particlenet-lite"`` (or
+    :meth:`lite`) gives ParticleNet-Lite: two blocks with ``k = 7`` and channels
+    (32, 32, 32), (64, 64, 64), and a dense layer of 128 units with dropout 0.1. The paper
+    quotes 366k and 26k trainable parameters for its 7 input features and two classes;
+    this implementation has 366,160 and 26,416 there.
+
+    Args:
+        input_dims: Features per particle (``F``). Default 8, the default
+            :class:`hepml.representations.ParticleCloudConfig` features.
+        num_classes: Output classes; the model returns logits.
+        conv_params: EdgeConv blocks as ``(k, (c1, c2, c3))`` pairs; ``None`` takes them
+            from ``preset``.
+        fc_params: Hidden dense layers as ``(units, dropout)`` pairs; ``None`` takes them
+            from ``preset``.
+        preset: ``"particlenet"`` (default) or ``"particlenet-lite"``, for the parameters
+            left at ``None``.
+        use_fusion: Concatenate the outputs of all blocks and mix them with a 1x1
+            convolution (``clip(C // 128 * 128, 128, 1024)`` channels, batch norm,
+            activation) before pooling, an option of the authors' code; off in the paper's
+            networks and by default.
+        activation: Activation name from :data:`hepml.models.ACTIVATIONS`.
+
+    Shapes:
+        - points: ``[B, D, N]`` coordinates of the first kNN (e.g. Δη, Δφ)
+        - features: ``[B, input_dims, N]``
+        - mask: ``[B, 1, N]`` or ``[B, N]``, True (or 1) for real particles; ``None``: all
+        - output: ``[B, num_classes]`` logits
+    """
+
+    def __init__(
+        self,
+        input_dims: int = 8,
+        num_classes: int = 2,
+        conv_params: Sequence[Sequence] | None = None,
+        fc_params: Sequence[Sequence] | None = None,
+        preset: Literal["particlenet", "particlenet-lite"] = "particlenet",
+        use_fusion: bool = False,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ConfigError(f"preset: {preset!r} is not one of "
+                              f"{', '.join(map(repr, PRESETS))}")
+        conv = _pairs("conv_params", PRESETS[preset]["conv_params"]
+                      if conv_params is None else conv_params)
+        fc = _pairs("fc_params", PRESETS[preset]["fc_params"] if fc_params is None
+                    else fc_params, allow_empty=True)
+        for i, (k, channels) in enumerate(conv):
+            if (isinstance(k, bool) or not isinstance(k, int) or k < 1
+                    or isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence)
+                    or not channels or not all(isinstance(c, int) and c > 0 for c in channels)):
+                raise ConfigError(f"conv_params[{i}]: expected (k, (channels, ...)) with "
+                                  f"positive integers, got {(k, channels)!r}")
+        for i, (units, drop) in enumerate(fc):
+            if not isinstance(units, int) or units < 1 or not 0 <= drop < 1:
+                raise ConfigError(f"fc_params[{i}]: expected (units > 0, 0 <= dropout < 1), "
+                                  f"got {(units, drop)!r}")
+        if input_dims < 1 or num_classes < 1:
+            raise ConfigError(f"input_dims and num_classes must be positive, got "
+                              f"{input_dims}, {num_classes}")
+        self.input_dims, self.num_classes = input_dims, num_classes
+        self.bn_fts = nn.BatchNorm1d(input_dims)
+        self.edge_convs = nn.ModuleList()
+        width = input_dims
+        for k, channels in conv:
+            self.edge_convs.append(_EdgeConv(k, width, tuple(channels), activation))
+            width = channels[-1]
+        self.fusion: nn.Module | None = None
+        if use_fusion:
+            in_chn = sum(channels[-1] for _, channels in conv)
+            out_chn = min(max(in_chn // 128 * 128, 128), 1024)
+            self.fusion = nn.Sequential(nn.Conv1d(in_chn, out_chn, 1, bias=False),
+                                        nn.BatchNorm1d(out_chn), _activation(activation))
+            width = out_chn
+        head: list[nn.Module] = []
+        for units, drop in fc:
+            head += [nn.Linear(width, units), _activation(activation), nn.Dropout(drop)]
+            width = units
+        head.append(nn.Linear(width, num_classes))
+        self.fc = nn.Sequential(*head)
+
+    @classmethod
+    def lite(cls, **kwargs) -> ParticleNet:
+        """ParticleNet-Lite (``preset="particlenet-lite"``); other arguments pass through."""
+        return cls(preset="particlenet-lite", **kwargs)
+
+    def forward(self, points: torch.Tensor, features: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits of a batch of padded particle clouds (Shapes in the class docstring)."""
+        if features.dim() != 3 or features.shape[1] != self.input_dims:
+            raise BadValueError(f"features: expected [B, {self.input_dims}, N], got shape "
+                                f"{tuple(features.shape)}")
+        b, _, n = features.shape
+        if points.dim() != 3 or points.shape[0] != b or points.shape[2] != n:
+            raise BadValueError(f"points: expected [{b}, D, {n}] to match features, got "
+                                f"shape {tuple(points.shape)}")
+        if mask is None:
+            mask = torch.ones(b, n, dtype=torch.bool, device=features.device)
+        else:
+            mask = mask.reshape(b, n) != 0
+        fmask = mask.unsqueeze(1).to(features.dtype)  # [B, 1, N]
+        x = self.bn_fts(features * fmask) * fmask
+        outputs = []
+        for i, block in enumerate(self.edge_convs):
+            x = block(points if i == 0 else x, x, mask) * fmask
+            outputs.append(x)
+        if self.fusion is not None:
+            x = self.fusion(torch.cat(outputs, dim=1)) * fmask
+        pooled = x.sum(-1) / fmask.sum(-1).clamp(min=1)  # mean over real particles
+        return self.fc(pooled)
