@@ -252,3 +252,23 @@ def test_predict_unlabelled_file(small_run, tmp_path, jets_sample):
     pred = uproot.open(out[0])["predictions"]
     assert pred.num_entries == 100
     assert set(pred.keys()) == {"score_QCD", "score_top"}
+
+
+def test_particlenet_workflow_runs_on_the_same_layers(tmp_path, jets_sample):
+    """The GNN workflow goes through the same reader, trainer, friend trees and metrics."""
+    data = yaml.safe_load((ROOT / "workflows" / "top_tagging_gnn.yaml").read_text())
+    data["data"].update(files=[str(jets_sample)], max_entries=400)
+    data["representation"]["max_particles"] = 30
+    data["training"].update(epochs=1, device="cpu", batch_size=64)
+    data["evaluation"]["n_bootstrap"] = 5
+    data["runs_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "gnn.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run_dir = tagging.run(load_workflow(path))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n_entries"] == 80 and 0 <= metrics["auc"] <= 1
+    with uproot.open(run_dir / "predictions" / f"{jets_sample.stem}.predictions.root") as f:
+        assert f["predictions"].num_entries == 400
+    out = tagging.predict(run_dir / "checkpoint_best.pt", [str(jets_sample)], tmp_path / "scored",
+                          device="cpu", batch_size=256)
+    assert uproot.open(out[0])["predictions"].num_entries == uproot.open(jets_sample)["tree"].num_entries

@@ -23,7 +23,7 @@ from hepml.config import DataConfig, EvaluationConfig, WorkflowConfig, to_dict
 from hepml.errors import BadValueError, ConfigError, EmptyInputError, HepmlError, MissingBranchError
 from hepml.io import Source, read, write_friend_tree
 from hepml.models import build_model
-from hepml.representations import JetImageConfig, JetImages
+from hepml.representations import JetImageConfig, JetImages, ParticleCloudConfig, ParticleClouds
 from hepml.tasks.rundir import make_run_dir, record_inputs, write_json
 from hepml.training import ChunkedDataset, Trainer, load_checkpoint, resolve_device
 from hepml.training import distributed
@@ -34,7 +34,10 @@ __all__ = ["TaggingData", "build_representation", "run", "predict", "evaluate", 
 
 SPLIT_NAMES = ("train", "validation", "test")
 
-_REPRESENTATIONS = {"jet_image": (JetImageConfig, JetImages)}
+_REPRESENTATIONS = {
+    "jet_image": (JetImageConfig, JetImages),
+    "particle_cloud": (ParticleCloudConfig, ParticleClouds),
+}
 
 
 def build_representation(spec: dict[str, Any]) -> Any:
@@ -99,21 +102,23 @@ class TaggingData:
             )
         return torch.from_numpy(flags.argmax(axis=1))
 
-    def chunk(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and labels (-1 where unlabelled) of chunk ``i``."""
+    def chunk(self, i: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Model inputs (one tensor, or several in the model's argument order) and labels
+        (-1 where unlabelled) of chunk ``i``."""
         if i in self._built:
             return self._built[i]
         spec = self.source.chunks[i]
         arrays = self.source.read(spec)
         where = f"{spec.path} entries {spec.entry_start}-{spec.entry_stop}"
         try:
-            x = self.representation(arrays)
+            out = self.representation(arrays)
         except HepmlError as exc:
             raise type(exc)(f"{where}: {exc}") from None
+        x = tuple(out.values()) if isinstance(out, dict) else (out,)
         empty = getattr(self.representation, "count_empty", None)
         if empty is not None and (n_empty := empty(arrays)):
             log.warning("%s: %d jets have no constituents; their inputs are empty", where, n_empty)
-        y = self.labels_of(arrays, where) if self.with_labels else torch.full((len(x),), -1)
+        y = self.labels_of(arrays, where) if self.with_labels else torch.full((len(spec),), -1)
         if self.cache:
             self._built[i] = (x, y)
         return x, y
@@ -131,18 +136,24 @@ class TaggingData:
 
             def load(i: int = i, mask: torch.Tensor | None = mask) -> tuple[torch.Tensor, ...]:
                 x, y = self.chunk(i)
-                return (x, y) if mask is None else (x[mask], y[mask])
+                return (*x, y) if mask is None else (*(t[mask] for t in x), y[mask])
 
             loaders.append(load)
         return ChunkedDataset(loaders, lengths, batch_size=batch_size, shuffle=shuffle, seed=seed,
                               cache=False, shard=which is not None)
 
     def class_means(self, which: int | None = None) -> dict[int, torch.Tensor]:
-        """Mean model input of each class (e.g. the average jet image), over split ``which``."""
+        """Mean model input of each class (e.g. the average jet image), over split ``which``.
+
+        Only for representations with a single input tensor; empty otherwise.
+        """
         sums: dict[int, torch.Tensor] = {}
         counts: dict[int, int] = {}
         for i, spec in enumerate(self.source.chunks):
-            x, y = self.chunk(i)
+            inputs, y = self.chunk(i)
+            if len(inputs) != 1:
+                return {}
+            x = inputs[0]
             if which is not None:
                 keep = torch.from_numpy(self.split[spec.global_start:spec.global_start + len(spec)] == which)
                 x, y = x[keep], y[keep]
@@ -164,6 +175,8 @@ def _model_spec(cfg: dict[str, Any], representation: Any, num_classes: int) -> d
     if kind == "cnn" and shape is not None:
         kwargs.setdefault("in_channels", int(shape[0]))
         kwargs.setdefault("image_size", [int(shape[1]), int(shape[2])])
+    if kind == "particlenet" and isinstance(shape, dict):
+        kwargs.setdefault("input_dims", int(shape["features"][0]))
     kwargs.setdefault("num_classes", num_classes)
     return {"kind": kind, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
 
@@ -355,8 +368,8 @@ def predict(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *
     model.to(dev).eval()
     outs, labels = [], []
     with torch.no_grad():
-        for x, y in data.dataset(None, batch_size=batch_size, shuffle=False):
-            outs.append(torch.softmax(model(x.to(dev)).float(), dim=1).cpu())
+        for *x, y in data.dataset(None, batch_size=batch_size, shuffle=False):
+            outs.append(torch.softmax(model(*(t.to(dev) for t in x)).float(), dim=1).cpu())
             labels.append(y)
     scores = torch.cat(outs).numpy()
     y = torch.cat(labels).numpy() if with_labels else None
