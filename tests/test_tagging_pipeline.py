@@ -121,7 +121,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, jets_sample):
 
 
 def test_help_of_every_command():
-    for cmd in (["run"], ["predict"], ["evaluate"], ["generate", "jets"]):
+    for cmd in (["run"], ["predict"], ["evaluate"], ["compare"], ["generate", "jets"]):
         r = subprocess.run([sys.executable, "-m", "hepml.cli", *cmd, "--help"],
                            capture_output=True, text=True, cwd=ROOT)
         assert r.returncode == 0 and "usage: hepml" in r.stdout, cmd
@@ -272,3 +272,22 @@ def test_particlenet_workflow_runs_on_the_same_layers(tmp_path, jets_sample):
     out = tagging.predict(run_dir / "checkpoint_best.pt", [str(jets_sample)], tmp_path / "scored",
                           device="cpu", batch_size=256)
     assert uproot.open(out[0])["predictions"].num_entries == uproot.open(jets_sample)["tree"].num_entries
+
+
+def test_compare_runs_on_the_same_test_jets(small_run, tmp_path, jets_sample, capsys):
+    from hepml.errors import ConfigError
+
+    _, run_a = small_run
+    cfg_b = load_workflow(_small_workflow(tmp_path, jets_sample, **{"model.dense": [16],
+                                                                    "training.epochs": 1}))
+    run_b = tagging.run(cfg_b)
+    assert main(["compare", str(run_a), str(run_b), "--names", "A", "B", "--out",
+                 str(tmp_path / "cmp")]) == 0
+    table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["taggers"]
+    for name, run in (("A", run_a), ("B", run_b)):
+        assert table[name]["auc"] == pytest.approx(json.loads((run / "metrics.json").read_text())["auc"], abs=1e-9)
+    assert (tmp_path / "cmp" / "compare_rejection.png").exists()
+    other = load_workflow(_small_workflow(tmp_path, jets_sample, **{"data.max_entries": 1000,
+                                                                    "training.epochs": 1}))
+    with pytest.raises(ConfigError, match="not for the same entries"):
+        tagging.compare([run_a, tagging.run(other)], tmp_path / "bad")

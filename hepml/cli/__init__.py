@@ -18,7 +18,7 @@ from hepml.errors import HepmlError
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ("run", "generate", "predict", "evaluate")
+_SUBCOMMANDS = ("run", "generate", "predict", "evaluate", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -420,3 +420,65 @@ def evaluate(files: Sequence[str], out_dir: str | Path, *, signal_class: str | N
                           config=config or EvaluationConfig(), out_dir=out_dir, history=None,
                           run_config={"predictions": paths, "split": split},
                           title=f"evaluation of {len(paths)} prediction file(s)")
+
+
+def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None,
+            split: str = "test", device: str = "auto", working_points: Sequence[float] = (0.3, 0.5)
+            ) -> dict[str, Any]:
+    """Several trained taggers on one rejection and one ROC plot, on the same entries.
+
+    Each run's prediction friend trees are read; the runs must have scored the same input
+    files with the same entries, labels and split (as runs of workflows that share a data
+    section and seed do), otherwise the comparison is refused.
+
+    Args:
+        run_dirs: Run directories written by :func:`run`.
+        out_dir: Where ``compare_rejection``, ``compare_roc`` plots and ``comparison.json`` go.
+        names: Legend labels (default: each run's model kind and run directory name).
+        split: Entries to compare (``train``, ``validation``, ``test``).
+        device: Where the metrics are computed.
+        working_points: Signal efficiencies for the rejection table.
+    """
+    from hepml.io import open_tree
+
+    if len(run_dirs) < 1:
+        raise ConfigError("compare: give at least one run directory")
+    dev = resolve_device(device)
+    curves, table, reference = {}, {}, None
+    for k, run_dir in enumerate(map(Path, run_dirs)):
+        files = sorted((run_dir / "predictions").glob("*.predictions.root"))
+        if not files:
+            raise ConfigError(f"{run_dir}: no predictions/*.predictions.root; is this a run directory?")
+        keys = open_tree(files[0], "predictions").keys()
+        scores_names = [b for b in keys if b.startswith("score_")]
+        arrays = read([str(f) for f in files], "predictions", scores_names + ["label", "split"])
+        labels = ak.to_numpy(arrays["label"]).astype(np.int64)
+        which = ak.to_numpy(arrays["split"]) == SPLIT_NAMES.index(split)
+        if reference is None:
+            reference = (labels, which, [f.name for f in files])
+        elif not (np.array_equal(labels, reference[0]) and np.array_equal(which, reference[1])
+                  and [f.name for f in files] == reference[2]):
+            raise ConfigError(f"{run_dir}: its predictions are not for the same entries, labels and "
+                              f"split as {run_dirs[0]}; compare runs of the same data and seed")
+        state_cfg = (run_dir / "config.yaml")
+        import yaml
+
+        cfg = yaml.safe_load(state_cfg.read_text()) if state_cfg.exists() else {}
+        signal = cfg.get("data", {}).get("signal_class") or scores_names[-1][len("score_"):]
+        name = names[k] if names and k < len(names) else f"{cfg.get('model', {}).get('kind', 'model')} ({run_dir.name})"
+        s = torch.from_numpy(ak.to_numpy(arrays[f"score_{signal}"])[which]).to(dev)
+        y = torch.from_numpy(labels[which] == scores_names.index(f"score_{signal}")).to(dev)
+        roc = evaluation.roc_curve(s, y)
+        curves[name] = evaluation.RocCurve(*(t.cpu() if isinstance(t, torch.Tensor) else t for t in roc))
+        rej = {}
+        for wp in working_points:
+            value, err = evaluation.rejection_at(roc, wp)
+            rej[str(wp)] = {"value": float(value), "uncertainty": float(err)}
+        table[name] = {"auc": evaluation.auc(roc.fpr, roc.tpr), "rejection": rej,
+                       "n_entries": int(which.sum()), "run_dir": str(run_dir)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evaluation.plot_rejection(curves, out_dir / "compare_rejection", title=f"{split} split")
+    evaluation.plot_roc(curves, out_dir / "compare_roc", title=f"{split} split")
+    evaluation.write_metrics_json(out_dir / "comparison.json", {"split": split, "taggers": table})
+    return table
