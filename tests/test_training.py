@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from hepml.config import TrainingConfig
 from hepml.errors import CheckpointError, ConfigError

@@ -75,6 +75,7 @@ import torch
 from hepml._fastjet import fastjet as _import_fastjet
 from hepml.config import from_mapping, to_dict
 from hepml.errors import BadValueError, ConfigError
+from hepml.representations._transform import Transform
 from hepml.representations._arrays import _field, _flatten
 
 log = logging.getLogger(__name__)
@@ -486,7 +487,7 @@ def make_jet_images(jets: ak.Array | Mapping[str, Any],
     return torch.from_numpy(images).view(n, n_ch, h, w)
 
 
-class JetImages:
+class JetImages(Transform):
     """Transform: a chunk of jets -> jet images (see :func:`make_jet_images`).
 
     Pure: the input arrays are not modified and the output depends only on them and on
@@ -501,31 +502,11 @@ class JetImages:
         - output: ``[N, C, n_eta, n_phi]``
     """
 
-    def __init__(self, config: JetImageConfig | Mapping[str, Any] | None = None) -> None:
-        if config is None:
-            config = JetImageConfig()
-        elif not isinstance(config, JetImageConfig):
-            config = JetImageConfig.from_dict(config)
-        self.config = config
+    config_class = JetImageConfig
 
     def __call__(self, jets: ak.Array | Mapping[str, Any]) -> torch.Tensor:
         """Images of ``jets``, ``[N, C, n_eta, n_phi]``."""
         return make_jet_images(jets, self.config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}"
-                         for f in dataclasses.fields(self.config))
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, JetImages) and other.config == self.config
-
-    __hash__ = None  # type: ignore[assignment]
-
-    @property
-    def required_fields(self) -> tuple[str, ...]:
-        """The input fields (JetClass branch names) the images are made from."""
-        return self.config.required_fields
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -535,12 +516,3 @@ class JetImages:
     def count_empty(self, jets: ak.Array | Mapping[str, Any]) -> int:
         """Number of jets in ``jets`` without constituents (their images are all zero)."""
         return int(np.count_nonzero(np.asarray(ak.num(_field(jets, "part_px"), axis=1)) == 0))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as plain data, for checkpoints and run metadata."""
-        return self.config.to_dict()
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> JetImages:
-        """Rebuild from :meth:`to_dict` output or a workflow's representation section."""
-        return cls(JetImageConfig.from_dict(data))

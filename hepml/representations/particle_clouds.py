@@ -37,6 +37,7 @@ import torch
 
 from hepml.config import from_mapping, to_dict
 from hepml.errors import BadValueError, ConfigError, closest
+from hepml.representations._transform import Transform
 from hepml.representations._arrays import _field, _flatten
 
 log = logging.getLogger(__name__)
@@ -319,7 +320,7 @@ def to_pyg(clouds: Mapping[str, torch.Tensor]) -> Any:
     return out
 
 
-class ParticleClouds:
+class ParticleClouds(Transform):
     """Transform: a chunk of jets -> padded particle clouds (see :func:`make_particle_clouds`).
 
     Pure: the input arrays are not modified and the output depends only on them and on
@@ -337,31 +338,11 @@ class ParticleClouds:
         - output: ``points [N, D, P]``, ``features [N, F, P]``, ``mask [N, 1, P]``
     """
 
-    def __init__(self, config: ParticleCloudConfig | Mapping[str, Any] | None = None) -> None:
-        if config is None:
-            config = ParticleCloudConfig()
-        elif not isinstance(config, ParticleCloudConfig):
-            config = ParticleCloudConfig.from_dict(config)
-        self.config = config
+    config_class = ParticleCloudConfig
 
     def __call__(self, jets: ak.Array | Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Clouds of ``jets``: ``{"points", "features", "mask"}``."""
         return make_particle_clouds(jets, self.config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}"
-                         for f in dataclasses.fields(self.config))
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ParticleClouds) and other.config == self.config
-
-    __hash__ = None  # type: ignore[assignment]
-
-    @property
-    def required_fields(self) -> tuple[str, ...]:
-        """The input fields (JetClass branch names) the clouds are made from."""
-        return self.config.required_fields
 
     @property
     def output_shape(self) -> dict[str, tuple[int, int]]:
@@ -372,12 +353,3 @@ class ParticleClouds:
         """Number of jets in ``jets`` without constituents (all padding)."""
         name = next(f for f in (*self.required_fields, "part_px") if f not in _JET_FIELDS)
         return int(np.count_nonzero(np.asarray(ak.num(_field(jets, name), axis=1)) == 0))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as plain data, for checkpoints and run metadata."""
-        return self.config.to_dict()
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> ParticleClouds:
-        """Rebuild from :meth:`to_dict` output or a workflow's representation section."""
-        return cls(ParticleCloudConfig.from_dict(data))

@@ -24,7 +24,7 @@ from hepml.errors import BadValueError, ConfigError, EmptyInputError, HepmlError
 from hepml.io import Source, read, write_friend_tree
 from hepml.models import build_model
 from hepml.representations import JetImageConfig, JetImages, ParticleCloudConfig, ParticleClouds
-from hepml.tasks.rundir import make_run_dir, record_inputs, write_json
+from hepml.tasks.rundir import make_run_dir, record_inputs
 from hepml.training import ChunkedDataset, Trainer, load_checkpoint, resolve_device
 from hepml.training import distributed
 

@@ -1,0 +1,52 @@
+"""Base of the representation transforms: a frozen config, a pure call, a record of itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = ["Transform"]
+
+
+class Transform:
+    """A pure transform from a chunk of jets to model inputs, described by its config.
+
+    Subclasses set ``config_class`` (a frozen dataclass with ``from_dict``/``to_dict`` and
+    ``required_fields``) and implement ``__call__``. The input arrays are never modified;
+    the output depends only on them and on the configuration, which :meth:`to_dict`
+    records for checkpoints and run metadata.
+    """
+
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any = None) -> None:
+        if config is None:
+            config = self.config_class()
+        elif not isinstance(config, self.config_class):
+            config = self.config_class.from_dict(config)
+        self.config = config
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}"
+                         for f in dataclasses.fields(self.config))
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.config == self.config
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        """The input fields (JetClass branch names) the transform reads."""
+        return self.config.required_fields
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain data, for checkpoints and run metadata."""
+        return self.config.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Transform:
+        """Rebuild from :meth:`to_dict` output or a workflow's representation section."""
+        return cls(cls.config_class.from_dict(data))
