@@ -6,7 +6,27 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-__all__ = ["Transform"]
+from hepml.config import from_mapping, to_dict
+
+__all__ = ["ConfigMixin", "Transform"]
+
+
+class ConfigMixin:
+    """``from_dict``/``to_dict`` of a representation's frozen config dataclass."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Any:
+        """Build from plain data (a workflow's ``representation`` section, without ``kind``).
+
+        Raises:
+            UnknownKeyError: For a key that is not a field, with the closest one suggested.
+            ConfigError: For a value of the wrong type or out of range, naming the key.
+        """
+        return from_mapping(cls, data, where="representation")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, strings, numbers) that :meth:`from_dict` turns back into ``self``."""
+        return to_dict(self)
 
 
 class Transform:

@@ -73,9 +73,8 @@ import numpy as np
 import torch
 
 from hepml._fastjet import fastjet as _import_fastjet
-from hepml.config import from_mapping, to_dict
 from hepml.errors import BadValueError, ConfigError
-from hepml.representations._transform import Transform
+from hepml.representations._transform import ConfigMixin, Transform
 from hepml.representations._arrays import _field, _flatten
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ def _window(name: str, value: Any) -> tuple[float, float]:
 
 
 @dataclasses.dataclass(frozen=True)
-class JetImageConfig:
+class JetImageConfig(ConfigMixin):
     """How jet images are made; checked when constructed.
 
     Attributes:
@@ -223,20 +222,6 @@ class JetImageConfig:
         if self.dtype not in _DTYPES:
             raise ConfigError(
                 f"dtype: {self.dtype!r} is not one of {', '.join(map(repr, _DTYPES))}")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> JetImageConfig:
-        """Build from plain data (a workflow's ``representation`` section, without ``kind``).
-
-        Raises:
-            UnknownKeyError: For a key that is not a field, with the closest one suggested.
-            ConfigError: For a value of the wrong type or out of range, naming the key.
-        """
-        return from_mapping(cls, data, where="representation")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists, strings, numbers) that :meth:`from_dict` turns back into ``self``."""
-        return to_dict(self)
 
     @property
     def shape(self) -> tuple[int, int, int]:

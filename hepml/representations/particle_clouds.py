@@ -35,9 +35,8 @@ import awkward as ak
 import numpy as np
 import torch
 
-from hepml.config import from_mapping, to_dict
 from hepml.errors import BadValueError, ConfigError, closest
-from hepml.representations._transform import Transform
+from hepml.representations._transform import ConfigMixin, Transform
 from hepml.representations._arrays import _field, _flatten
 
 log = logging.getLogger(__name__)
@@ -131,7 +130,7 @@ def _names(key: str, value: Any) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ParticleCloudConfig:
+class ParticleCloudConfig(ConfigMixin):
     """How particle clouds are made; checked when constructed.
 
     Attributes:
@@ -160,20 +159,6 @@ class ParticleCloudConfig:
         if self.sort_by not in _SORT_BY:
             raise ConfigError(f"sort_by: {self.sort_by!r} is not one of "
                               f"{', '.join(map(repr, _SORT_BY))}")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> ParticleCloudConfig:
-        """Build from plain data (a workflow's ``representation`` section, without ``kind``).
-
-        Raises:
-            UnknownKeyError: For a key that is not a field, with the closest one suggested.
-            ConfigError: For a value of the wrong type or out of range, naming the key.
-        """
-        return from_mapping(cls, data, where="representation")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data that :meth:`from_dict` turns back into ``self``."""
-        return to_dict(self)
 
     @property
     def required_fields(self) -> tuple[str, ...]:

@@ -17,11 +17,19 @@ from typing import Any
 import awkward as ak
 import numpy as np
 import torch
+import yaml
 
 from hepml import evaluation
-from hepml.config import DataConfig, EvaluationConfig, WorkflowConfig, to_dict
-from hepml.errors import BadValueError, ConfigError, EmptyInputError, HepmlError, MissingBranchError
-from hepml.io import Source, read, write_friend_tree
+from hepml.config import DataConfig, EvaluationConfig, WorkflowConfig, from_mapping, to_dict
+from hepml.errors import (
+    BadValueError,
+    ConfigError,
+    EmptyInputError,
+    HepmlError,
+    MissingBranchError,
+    UnknownKeyError,
+)
+from hepml.io import Source, expand_files, open_tree, read, write_friend_tree
 from hepml.models import build_model
 from hepml.representations import JetImageConfig, JetImages, ParticleCloudConfig, ParticleClouds
 from hepml.tasks.rundir import make_run_dir, record_inputs
@@ -45,8 +53,6 @@ def build_representation(spec: dict[str, Any]) -> Any:
     spec = dict(spec)
     kind = spec.pop("kind", "jet_image")
     if kind not in _REPRESENTATIONS:
-        from hepml.errors import UnknownKeyError
-
         raise UnknownKeyError(kind, _REPRESENTATIONS, where="representation.kind")
     config_cls, transform_cls = _REPRESENTATIONS[kind]
     return transform_cls(config_cls.from_dict(spec))
@@ -350,8 +356,6 @@ def predict(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *
         data_cfg["tree"] = tree
     if branches is not None:
         data_cfg["branches"] = branches
-    from hepml.config import from_mapping
-
     data_config = from_mapping(DataConfig, data_cfg, where="predict")
     try:
         data = TaggingData(data_config, representation, seed=0,
@@ -393,16 +397,13 @@ def evaluate(files: Sequence[str], out_dir: str | Path, *, signal_class: str | N
             (``train``, ``validation``, ``test``; ``None``: all entries).
         device: Where the metrics are computed.
     """
-    from hepml.io import open_tree
-
-    from hepml.io.reading import expand_files
-
     paths = expand_files(files)
-    names = [k for k in open_tree(paths[0], tree).keys() if k.startswith("score_")]
+    branches = open_tree(paths[0], tree).keys()
+    names = [k for k in branches if k.startswith("score_")]
     if not names:
         raise BadValueError(f"{paths[0]}:{tree}: no score_* branches; is this a predictions file?")
     class_names = [n[len("score_"):] for n in names]
-    has_split = "split" in open_tree(paths[0], tree).keys()
+    has_split = "split" in branches
     fields = names + ["label"] + (["split"] if has_split else [])
     arrays = read(paths, tree, fields)
     scores = torch.from_numpy(np.stack([ak.to_numpy(arrays[n]) for n in names], axis=1))
@@ -439,8 +440,6 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Seque
         device: Where the metrics are computed.
         working_points: Signal efficiencies for the rejection table.
     """
-    from hepml.io import open_tree
-
     if len(run_dirs) < 1:
         raise ConfigError("compare: give at least one run directory")
     dev = resolve_device(device)
@@ -460,10 +459,8 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Seque
                   and [f.name for f in files] == reference[2]):
             raise ConfigError(f"{run_dir}: its predictions are not for the same entries, labels and "
                               f"split as {run_dirs[0]}; compare runs of the same data and seed")
-        state_cfg = (run_dir / "config.yaml")
-        import yaml
-
-        cfg = yaml.safe_load(state_cfg.read_text()) if state_cfg.exists() else {}
+        config_path = run_dir / "config.yaml"
+        cfg = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
         signal = cfg.get("data", {}).get("signal_class") or scores_names[-1][len("score_"):]
         name = names[k] if names and k < len(names) else f"{cfg.get('model', {}).get('kind', 'model')} ({run_dir.name})"
         s = torch.from_numpy(ak.to_numpy(arrays[f"score_{signal}"])[which]).to(dev)
