@@ -1,8 +1,16 @@
-"""``hepml generate``: make input data. ``hepml generate jets`` runs Pythia 8 + FastJet."""
+"""``hepml generate``: make input data with Pythia 8 + FastJet.
+
+``hepml generate jets`` writes boosted jets in the JetClass layout, one entry per jet;
+``hepml generate events`` writes whole events as collections of reconstructed objects
+(jets with b-tags, electrons, muons, photons, missing transverse momentum), one entry per
+event.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["add_parser"]
@@ -12,16 +20,111 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``generate`` and its sub-subcommands on ``subparsers``."""
     parser = subparsers.add_parser(
         "generate",
-        help="generate input data (jets from Pythia 8 + FastJet)",
+        help="generate input data (jets or events from Pythia 8 + FastJet)",
         description="Generate input data and write it as ROOT files.",
     )
     kinds = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
     _add_jets(kinds)
+    _add_events(kinds)
     return parser
 
 
+def _add_common_options(
+    p: argparse.ArgumentParser,
+    processes: tuple[str, ...],
+    unit: str,
+    *,
+    sqrt_s: float,
+    process_help: str,
+) -> None:
+    """Add the options every Pythia generator takes.
+
+    These are the processes and counts, output, seeds, workers, beam energy, shower
+    switches and raw Pythia settings.
+    """
+    from hepml.simulation.jets import MAX_SEED
+
+    p.add_argument("--process", nargs="+", choices=processes, default=[processes[0]],
+                   help=f"process(es): {process_help}; several are mixed into one shuffled "
+                   f"file (default: {processes[0]})")
+    p.add_argument(f"--n-{unit}s", nargs="+", type=int, required=True, metavar="N",
+                   help=f"number of {unit}s, one value for all processes or one per process")
+    p.add_argument("--out", required=True, metavar="FILE.root", help="output ROOT file")
+    p.add_argument("--seed", type=int, default=1,
+                   help=f"master seed (0..{MAX_SEED}); worker i of process k uses Pythia "
+                   "seed (seed + k) * 1000 + i + 1 (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="parallel worker processes; the output depends on this number "
+                   "(default: %(default)s)")
+    p.add_argument("--sqrt-s", type=float, default=sqrt_s,
+                   help="proton-proton centre-of-mass energy in GeV (default: %(default)s)")
+    p.add_argument("--no-mpi", action="store_true",
+                   help="switch off multiparton interactions (the underlying event)")
+    p.add_argument("--no-isr", action="store_true", help="switch off initial-state radiation")
+    p.add_argument("--no-fsr", action="store_true", help="switch off final-state radiation")
+    p.add_argument("--tune", type=int, default=14,
+                   help="Pythia Tune:pp number (default: %(default)s, Monash 2013)")
+    p.add_argument("--set", dest="settings", action="append", default=[],
+                   metavar='"Name:key = value"',
+                   help="extra Pythia setting, applied last; repeat for several")
+    p.add_argument("--batch-size", type=int, default=100,
+                   help="events per Pythia.nextBatch call, for speed and memory only "
+                   "(default: %(default)s)")
+
+
+def _pythia_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Configuration fields shared by the generators, from the options above."""
+    return {
+        "sqrt_s": args.sqrt_s,
+        "mpi": not args.no_mpi,
+        "isr": not args.no_isr,
+        "fsr": not args.no_fsr,
+        "tune": args.tune,
+        "extra_settings": tuple(args.settings),
+        "n_workers": args.workers,
+        "batch_size": args.batch_size,
+    }
+
+
+def _counts(processes: list[str], counts: list[int], flag: str) -> list[int]:
+    """One count per process (a single value serves all); processes must be distinct."""
+    from hepml.errors import ConfigError
+
+    if len(set(processes)) != len(processes):
+        raise ConfigError(f"--process lists a process twice: {' '.join(processes)}")
+    if len(counts) == 1:
+        counts = counts * len(processes)
+    if len(counts) != len(processes):
+        raise ConfigError(
+            f"{flag} takes one value or one per process; got {len(counts)} values for "
+            f"{len(processes)} processes"
+        )
+    if any(n < 1 for n in counts):
+        raise ConfigError(f"{flag} must be positive; got {' '.join(map(str, counts))}")
+    return counts
+
+
+def _write(
+    one: Callable[..., Any],
+    mixture: Callable[..., Any],
+    configs: list[Any],
+    counts: list[int],
+    args: argparse.Namespace,
+    what: str,
+) -> int:
+    """Write one process with ``one`` or several mixed with ``mixture``; print the result."""
+    progress = not os.environ.get("TQDM_DISABLE")
+    if len(configs) == 1:
+        path = one(configs[0], args.out, counts[0], progress=progress)
+    else:
+        path = mixture(configs, counts, args.out, shuffle_seed=args.seed, progress=progress)
+    parts = ", ".join(f"{n} {c.process}" for c, n in zip(configs, counts, strict=True))
+    print(f"wrote {sum(counts)} {what} ({parts}) to {path}")
+    return 0
+
+
 def _add_jets(kinds: Any) -> None:
-    from hepml.simulation.jets import MAX_SEED, PROCESSES
+    from hepml.simulation.jets import PROCESSES
 
     p = kinds.add_parser(
         "jets",
@@ -35,19 +138,11 @@ def _add_jets(kinds: Any) -> None:
             "a fixed random order. The same arguments always give the same file content."
         ),
     )
-    p.add_argument("--process", nargs="+", choices=PROCESSES, default=["qcd"],
-                   help="process(es): qcd (HardQCD:all, label_QCD), top (hadronic ttbar, "
-                   "label_Tbqq), w (W' -> WZ, W -> qq, Z -> nunu, label_Wqq); several are "
-                   "mixed into one shuffled file (default: qcd)")
-    p.add_argument("--n-jets", nargs="+", type=int, required=True, metavar="N",
-                   help="number of jets, one value for all processes or one per process")
-    p.add_argument("--out", required=True, metavar="FILE.root", help="output ROOT file")
-    p.add_argument("--seed", type=int, default=1,
-                   help=f"master seed (0..{MAX_SEED}); worker i of process k uses Pythia "
-                   "seed (seed + k) * 1000 + i + 1 (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="parallel worker processes; the output depends on this number "
-                   "(default: %(default)s)")
+    _add_common_options(
+        p, PROCESSES, "jet", sqrt_s=14000.0,
+        process_help="qcd (HardQCD:all, label_QCD), top (hadronic ttbar, label_Tbqq), "
+        "w (W' -> WZ, W -> qq, Z -> nunu, label_Wqq)",
+    )
     p.add_argument("--pt-min", type=float, default=550.0,
                    help="lowest jet pT in GeV (default: %(default)s)")
     p.add_argument("--pt-max", type=float, default=650.0,
@@ -59,8 +154,6 @@ def _add_jets(kinds: Any) -> None:
     p.add_argument("--match-dr", type=float, default=0.8,
                    help="signal jets need the top/W and all its decay quarks within this "
                    "Delta R of the jet axis (default: %(default)s)")
-    p.add_argument("--sqrt-s", type=float, default=14000.0,
-                   help="proton-proton centre-of-mass energy in GeV (default: %(default)s)")
     p.add_argument("--pthat-min", type=float, default=None,
                    help="lower cut on the hard-process pT in GeV, qcd and top only "
                    "(default: 400)")
@@ -75,44 +168,17 @@ def _add_jets(kinds: Any) -> None:
                    "all (default: %(default)s)")
     p.add_argument("--max-constituents", type=int, default=None, metavar="N",
                    help="store at most N leading-pT constituents per jet (default: all)")
-    p.add_argument("--no-mpi", action="store_true",
-                   help="switch off multiparton interactions (the underlying event)")
-    p.add_argument("--no-isr", action="store_true", help="switch off initial-state radiation")
-    p.add_argument("--no-fsr", action="store_true", help="switch off final-state radiation")
-    p.add_argument("--tune", type=int, default=14,
-                   help="Pythia Tune:pp number (default: %(default)s, Monash 2013)")
-    p.add_argument("--set", dest="settings", action="append", default=[],
-                   metavar='"Name:key = value"',
-                   help="extra Pythia setting, applied last; repeat for several")
-    p.add_argument("--batch-size", type=int, default=100,
-                   help="events per Pythia.nextBatch call, for speed and memory only "
-                   "(default: %(default)s)")
     p.set_defaults(func=_run_jets)
 
 
 def _run_jets(args: argparse.Namespace) -> int:
-    import os
-
-    from hepml.errors import ConfigError
     from hepml.simulation.jets import JetGenerationConfig, generate_jets, generate_mixture
 
     processes = list(args.process)
-    if len(set(processes)) != len(processes):
-        raise ConfigError(f"--process lists a process twice: {' '.join(processes)}")
-    counts = list(args.n_jets)
-    if len(counts) == 1:
-        counts = counts * len(processes)
-    if len(counts) != len(processes):
-        raise ConfigError(
-            f"--n-jets takes one value or one per process; got {len(counts)} values for "
-            f"{len(processes)} processes"
-        )
-    if any(n < 1 for n in counts):
-        raise ConfigError(f"--n-jets must be positive; got {' '.join(map(str, counts))}")
+    counts = _counts(processes, list(args.n_jets), "--n-jets")
     configs = [
         JetGenerationConfig(
             process=proc,
-            sqrt_s=args.sqrt_s,
             pthat_min=args.pthat_min,
             pthat_max=args.pthat_max,
             jet_r=args.jet_r,
@@ -122,24 +188,86 @@ def _run_jets(args: argparse.Namespace) -> int:
             match_dr=args.match_dr,
             max_jets_per_event=args.max_jets_per_event or None,
             max_constituents=args.max_constituents,
-            mpi=not args.no_mpi,
-            isr=not args.no_isr,
-            fsr=not args.no_fsr,
-            tune=args.tune,
             wprime_mass=args.wprime_mass,
-            extra_settings=tuple(args.settings),
             seed=args.seed + k,
-            n_workers=args.workers,
-            batch_size=args.batch_size,
+            **_pythia_kwargs(args),
         )
         for k, proc in enumerate(processes)
     ]
-    progress = not os.environ.get("TQDM_DISABLE")
-    if len(configs) == 1:
-        path = generate_jets(configs[0], args.out, counts[0], progress=progress)
-    else:
-        path = generate_mixture(configs, counts, args.out, shuffle_seed=args.seed,
-                                progress=progress)
-    what = ", ".join(f"{n} {p}" for p, n in zip(processes, counts))
-    print(f"wrote {sum(counts)} jets ({what}) to {path}")
-    return 0
+    return _write(generate_jets, generate_mixture, configs, counts, args, "jets")
+
+
+def _add_events(kinds: Any) -> None:
+    from hepml.simulation.events import PROCESSES, EventGenerationConfig
+
+    d = EventGenerationConfig()
+    p = kinds.add_parser(
+        "events",
+        help="whole events as reconstructed objects (ttbar, W/Z + jet, H -> 4 leptons)",
+        description=(
+            "Generate proton-proton events with Pythia 8 and reduce each to reconstructed "
+            "objects built from its visible final-state particles: isolated electrons, "
+            "muons and photons, anti-kt jets (FastJet) of the remaining particles with a "
+            "b-tag from b-hadrons near the jet axis, and the missing transverse momentum. "
+            "Writes one entry per event (every event, also one with no object) to a ROOT "
+            "TTree named 'tree': jet_*, electron_*, muon_*, photon_* collections sorted by "
+            "pT, met_px, met_py and one-hot label_<process> flags. Several processes given "
+            "together are mixed into one file in a fixed random order. The same arguments "
+            "always give the same file content."
+        ),
+    )
+    _add_common_options(
+        p, PROCESSES, "event", sqrt_s=d.sqrt_s,
+        process_help="ttbar (inclusive top pairs), wjets (W + jet, W -> e/mu/tau nu), "
+        "zjets (Z/gamma* + jet, Z -> ee/mumu/tautau, 60-120 GeV), higgs (gg -> H -> ZZ* "
+        "-> 4 e/mu)",
+    )
+    p.add_argument("--pthat-min", type=float, default=d.pthat_min,
+                   help="lower cut on the hard-process pT in GeV, wjets and zjets only "
+                   "(default: %(default)s)")
+    for obj, what in (("electron", "electrons"), ("muon", "muons"), ("photon", "photons"),
+                      ("jet", "jets")):
+        p.add_argument(f"--{obj}-pt-min", type=float, default=getattr(d, f"{obj}_pt_min"),
+                       help=f"{what} need pT above this, GeV (default: %(default)s)")
+        p.add_argument(f"--{obj}-eta-max", type=float, default=getattr(d, f"{obj}_eta_max"),
+                       help=f"{what} need |eta| below this (default: %(default)s)")
+    p.add_argument("--iso-dr", type=float, default=d.iso_dr,
+                   help="isolation cone radius Delta R (default: %(default)s)")
+    p.add_argument("--iso-max", type=float, default=d.iso_max,
+                   help="electrons, muons and photons need (scalar pT sum of the other "
+                   "visible particles in the cone) / pT below this (default: %(default)s)")
+    p.add_argument("--jet-r", type=float, default=d.jet_r,
+                   help="anti-kt radius parameter (default: %(default)s)")
+    p.add_argument("--btag-dr", type=float, default=d.btag_dr,
+                   help="a jet is b-tagged with a b-hadron within this Delta R of its axis "
+                   "(default: %(default)s)")
+    p.add_argument("--btag-hadron-pt-min", type=float, default=d.btag_hadron_pt_min,
+                   help="only b-hadrons above this pT in GeV tag jets (default: %(default)s)")
+    p.add_argument("--met-eta-max", type=float, default=d.met_eta_max,
+                   help="particles with |eta| below this enter the missing transverse "
+                   "momentum (default: %(default)s)")
+    p.set_defaults(func=_run_events)
+
+
+def _run_events(args: argparse.Namespace) -> int:
+    from hepml.simulation.events import (
+        EventGenerationConfig,
+        generate_event_mixture,
+        generate_events,
+    )
+
+    processes = list(args.process)
+    counts = _counts(processes, list(args.n_events), "--n-events")
+    cuts = ("pthat_min", "electron_pt_min", "electron_eta_max", "muon_pt_min", "muon_eta_max",
+            "photon_pt_min", "photon_eta_max", "jet_pt_min", "jet_eta_max", "iso_dr",
+            "iso_max", "jet_r", "btag_dr", "btag_hadron_pt_min", "met_eta_max")
+    configs = [
+        EventGenerationConfig(
+            process=proc,
+            seed=args.seed + k,
+            **{name: getattr(args, name) for name in cuts},
+            **_pythia_kwargs(args),
+        )
+        for k, proc in enumerate(processes)
+    ]
+    return _write(generate_events, generate_event_mixture, configs, counts, args, "events")

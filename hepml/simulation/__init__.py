@@ -1,4 +1,10 @@
-"""Making input data: Pythia 8 events clustered with FastJet into jets, written as ROOT files.
+"""Making input data from Pythia 8 events, written as ROOT files.
+
+* :mod:`hepml.simulation.jets`: boosted jets clustered with FastJet, one entry per jet
+  (JetClass layout);
+* :mod:`hepml.simulation.events`: whole events reduced to reconstructed objects (jets
+  with b-tags, isolated electrons, muons and photons, missing transverse momentum), one
+  entry per event.
 
 Only :mod:`hepml.tasks` and :mod:`hepml.cli` import this package; it writes files through
 :mod:`hepml.io` and returns where they went.
@@ -6,6 +12,12 @@ Only :mod:`hepml.tasks` and :mod:`hepml.cli` import this package; it writes file
 
 from __future__ import annotations
 
+from hepml.simulation.events import (
+    EventGenerationConfig,
+    generate_event_arrays,
+    generate_event_mixture,
+    generate_events,
+)
 from hepml.simulation.jets import (
     LABELS,
     PROCESSES,
@@ -18,7 +30,11 @@ from hepml.simulation.jets import (
 __all__ = [
     "LABELS",
     "PROCESSES",
+    "EventGenerationConfig",
     "JetGenerationConfig",
+    "generate_event_arrays",
+    "generate_event_mixture",
+    "generate_events",
     "generate_jet_arrays",
     "generate_jets",
     "generate_mixture",

@@ -46,30 +46,39 @@ only on ``(config, n_jets)``: the same configuration always gives the same file 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
-import multiprocessing
 import os
-import queue as queue_module
-import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import awkward as ak
 import numpy as np
 
-from hepml._fastjet import fastjet as _import_fastjet
 from hepml.errors import ConfigError, EmptyInputError, GenerationError
+from hepml.simulation._pythia import (
+    MAX_SEED,
+    GeneratorConfig,
+    ParticleTable,
+    WorkerRun,
+    antikt,
+    check_count,
+    concat,
+    flat_record,
+    pt_eta_phi,
+    run_metadata,
+    run_workers,
+    to_jagged,
+    worker_seeds,
+    wrap_phi,
+    write_mixture,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_SEED",
     "PROCESSES",
     "LABELS",
     "JetGenerationConfig",
@@ -92,19 +101,13 @@ LABELS = {"qcd": "label_QCD", "top": "label_Tbqq", "w": "label_Wqq"}
 #: 80 % (qcd) and 88 % (top). See data_samples/README.md.
 DEFAULT_PTHAT = {"qcd": (400.0, 800.0), "top": (400.0, 800.0)}
 
-#: Largest allowed master seed: worker seeds are ``seed * 1000 + worker + 1`` and Pythia
-#: accepts seeds up to 900 000 000.
-MAX_SEED = 899_998
-MAX_WORKERS = 999
-
-_PYTHIA_SEED_MAX = 900_000_000
 _PART_FIELDS = ("px", "py", "pz", "energy", "deta", "dphi", "charge", "pid")
 # Give up when this many events in a worker yielded no jet at all.
 _MAX_EVENTS_WITHOUT_JETS = 5000
 
 
 @dataclass(frozen=True)
-class JetGenerationConfig:
+class JetGenerationConfig(GeneratorConfig):
     """How to generate one class of jets. Validated on construction.
 
     Attributes:
@@ -162,27 +165,14 @@ class JetGenerationConfig:
     batch_size: int = 100
 
     def __post_init__(self) -> None:
-        if self.process not in PROCESSES:
-            raise ConfigError(
-                f"JetGenerationConfig.process = {self.process!r} is not known; "
-                f"use one of {', '.join(PROCESSES)}"
-            )
-        if isinstance(self.extra_settings, str):
-            object.__setattr__(self, "extra_settings", (self.extra_settings,))
-        object.__setattr__(self, "extra_settings", tuple(self.extra_settings))
-        for s in self.extra_settings:
-            if not isinstance(s, str) or "=" not in s:
-                raise ConfigError(
-                    f"JetGenerationConfig.extra_settings: {s!r} is not a Pythia setting; "
-                    "write it as 'Name:key = value'"
-                )
+        self._check_process(PROCESSES)
+        self._normalise_settings()
         if self.process in DEFAULT_PTHAT:
             lo, hi = DEFAULT_PTHAT[self.process]
             if self.pthat_min is None:
                 object.__setattr__(self, "pthat_min", lo)
             if self.pthat_max is None:
                 object.__setattr__(self, "pthat_max", hi)
-        self._check_positive("sqrt_s", self.sqrt_s)
         self._check_positive("jet_r", self.jet_r)
         self._check_positive("jet_eta_max", self.jet_eta_max)
         self._check_positive("match_dr", self.match_dr)
@@ -209,40 +199,7 @@ class JetGenerationConfig:
             )
         self._check_int("max_jets_per_event", self.max_jets_per_event, 1, None, allow_none=True)
         self._check_int("max_constituents", self.max_constituents, 1, None, allow_none=True)
-        self._check_int("tune", self.tune, 1, None)
-        self._check_int("seed", self.seed, 0, MAX_SEED)
-        self._check_int("n_workers", self.n_workers, 1, MAX_WORKERS)
-        self._check_int("batch_size", self.batch_size, 1, None)
-        for name in ("mpi", "isr", "fsr"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    f"JetGenerationConfig.{name} = {getattr(self, name)!r} must be true or false"
-                )
-
-    @staticmethod
-    def _check_number(name: str, value: Any, *, minimum: float) -> None:
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value)):
-            raise ConfigError(f"JetGenerationConfig.{name} = {value!r} must be a finite number")
-        if value < minimum:
-            raise ConfigError(f"JetGenerationConfig.{name} = {value!r} must be >= {minimum}")
-
-    def _check_positive(self, name: str, value: Any) -> None:
-        self._check_number(name, value, minimum=-math.inf)
-        if value <= 0:
-            raise ConfigError(f"JetGenerationConfig.{name} = {value!r} must be positive")
-
-    @staticmethod
-    def _check_int(
-        name: str, value: Any, lo: int, hi: int | None, *, allow_none: bool = False
-    ) -> None:
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ConfigError(f"JetGenerationConfig.{name} = {value!r} must be an integer")
-        if value < lo or (hi is not None and value > hi):
-            upper = f" and <= {hi}" if hi is not None else ""
-            raise ConfigError(f"JetGenerationConfig.{name} = {value!r} must be >= {lo}{upper}")
+        self._check_run()
 
     @property
     def label(self) -> str:
@@ -251,11 +208,7 @@ class JetGenerationConfig:
 
     def pythia_settings(self, worker_seed: int) -> list[str]:
         """Return every Pythia setting string used by a worker with Pythia seed ``worker_seed``."""
-        on = {True: "on", False: "off"}
-        s = [
-            f"Tune:pp = {self.tune}",  # first: a tune resets the parameters it covers
-            f"Beams:eCM = {self.sqrt_s:g}",
-        ]
+        s = []
         if self.process == "qcd":
             s.append("HardQCD:all = on")
         elif self.process == "top":
@@ -280,101 +233,7 @@ class JetGenerationConfig:
         if self.process in DEFAULT_PTHAT:
             s.append(f"PhaseSpace:pTHatMin = {self.pthat_min:g}")
             s.append(f"PhaseSpace:pTHatMax = {self.pthat_max:g}")
-        s += [
-            f"PartonLevel:MPI = {on[self.mpi]}",
-            f"PartonLevel:ISR = {on[self.isr]}",
-            f"PartonLevel:FSR = {on[self.fsr]}",
-            "Random:setSeed = on",
-            f"Random:seed = {worker_seed}",
-            "Print:quiet = on",
-            "Next:numberCount = 0",
-        ]
-        return s + list(self.extra_settings)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the configuration as plain JSON-serialisable values."""
-        d = dataclasses.asdict(self)
-        d["extra_settings"] = list(self.extra_settings)
-        return d
-
-
-def worker_seeds(seed: int, n_workers: int) -> list[int]:
-    """Return the Pythia seed of each worker: ``seed * 1000 + worker + 1`` (never 0)."""
-    seeds = [seed * 1000 + i + 1 for i in range(n_workers)]
-    if seeds and seeds[-1] > _PYTHIA_SEED_MAX:
-        raise ConfigError(f"seed {seed} is too large; use 0 <= seed <= {MAX_SEED}")
-    return seeds
-
-
-def _shares(n: int, n_workers: int) -> list[int]:
-    """Split ``n`` jets into ``n_workers`` fixed shares, larger shares first."""
-    return [n // n_workers + (1 if i < n % n_workers else 0) for i in range(n_workers)]
-
-
-# --------------------------------------------------------------------------- Pythia
-
-
-def _make_pythia(config: JetGenerationConfig, worker_seed: int) -> tuple[Any, list[str]]:
-    """Create and initialise a Pythia instance; every setting is checked."""
-    import pythia8mc
-
-    settings = config.pythia_settings(worker_seed)
-    pythia = pythia8mc.Pythia("", False)
-    for s in settings:
-        if not pythia.readString(s):
-            raise GenerationError(
-                f"Pythia refused the setting {s!r}: check its name and value against the "
-                "Pythia 8 manual (extra settings come from --set / extra_settings)"
-            )
-    if not pythia.init():
-        raise GenerationError(
-            f"Pythia initialisation failed for process {config.process!r} (seed {worker_seed}); "
-            "check the settings (Pythia's log above names the problem)"
-        )
-    return pythia, settings
-
-
-class _ParticleTable:
-    """Per-id charge and visibility, looked up once per new id and then vectorised."""
-
-    def __init__(self, particle_data: Any) -> None:
-        self._pd = particle_data
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._charge = np.zeros(0, dtype=np.float32)
-        self._visible = np.zeros(0, dtype=bool)
-
-    def _extend(self, ids: np.ndarray) -> None:
-        new = np.setdiff1d(np.unique(ids), self._ids)
-        if not len(new):
-            return
-        charge = np.array([self._pd.charge(int(i)) for i in new], dtype=np.float32)
-        visible = np.array([self._pd.isVisible(int(i)) for i in new], dtype=bool)
-        ids_all = np.concatenate([self._ids, new])
-        order = np.argsort(ids_all)
-        self._ids = ids_all[order]
-        self._charge = np.concatenate([self._charge, charge])[order]
-        self._visible = np.concatenate([self._visible, visible])[order]
-
-    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (charge, visible) for an array of PDG ids."""
-        self._extend(ids)
-        pos = np.searchsorted(self._ids, ids)
-        return self._charge[pos], self._visible[pos]
-
-
-# --------------------------------------------------------------------------- kinematics
-
-
-def _pt_eta_phi(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> tuple[np.ndarray, ...]:
-    pt = np.hypot(px, py)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eta = np.arcsinh(np.where(pt > 0, pz / pt, np.sign(pz) * 1e10))
-    return pt, eta, np.arctan2(py, px)
-
-
-def _wrap_phi(dphi: Any) -> Any:
-    """Wrap angles to [-pi, pi)."""
-    return (dphi + np.pi) % (2 * np.pi) - np.pi
+        return self._settings(s, worker_seed)
 
 
 def _signal_partons(prt: ak.Array, process: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -395,7 +254,7 @@ def _signal_partons(prt: ak.Array, process: str) -> tuple[np.ndarray, np.ndarray
     apid = np.abs(pid)
     p = flat.p
     px, py, pz = (ak.to_numpy(p.px), ak.to_numpy(p.py), ak.to_numpy(p.pz))
-    _, eta, phi = _pt_eta_phi(px, py, pz)
+    _, eta, phi = pt_eta_phi(px, py, pz)
 
     def last_copy(idx: np.ndarray) -> np.ndarray:
         # Follow the "carbon copies" (recoils): a copy has one daughter with the same id.
@@ -437,36 +296,20 @@ def _signal_partons(prt: ak.Array, process: str) -> tuple[np.ndarray, np.ndarray
 def _process_batch(
     batch: ak.Array,
     config: JetGenerationConfig,
-    table: _ParticleTable,
+    table: ParticleTable,
     first_event: int,
 ) -> dict[str, Any]:
     """Cluster one batch of events and select jets; returns branch arrays (jets in event order)."""
-    fastjet = _import_fastjet()
     prt = batch["prt"]
-    n_events = len(prt)
-    counts = ak.to_numpy(ak.num(prt.id))
-    flat = ak.flatten(prt)
-    pid = ak.to_numpy(flat.id).astype(np.int64)
-    status = ak.to_numpy(flat.status)
-    p = flat.p
-    px, py, pz, e = (ak.to_numpy(p.px), ak.to_numpy(p.py), ak.to_numpy(p.pz), ak.to_numpy(p.e))
-    charge, visible = table.lookup(pid)
-    finite = np.isfinite(px) & np.isfinite(py) & np.isfinite(pz) & np.isfinite(e)
-    n_bad = int(np.count_nonzero((status > 0) & visible & ~finite))
-    if n_bad:
-        log.warning("dropped %d final-state particles with non-finite momentum", n_bad)
-    keep = (status > 0) & visible & finite
-    event_of = np.repeat(np.arange(n_events), counts)
-    n_keep = np.bincount(event_of[keep], minlength=n_events)
-    fpx, fpy, fpz, fe = px[keep], py[keep], pz[keep], e[keep]
-    fpid, fcharge = pid[keep].astype(np.float32), charge[keep]
+    rec = flat_record(prt, table)
+    n_events = rec.n_events
+    keep = rec.final
+    n_keep = np.bincount(rec.event_of[keep], minlength=n_events)
+    fpx, fpy, fpz, fe = rec.px[keep], rec.py[keep], rec.pz[keep], rec.e[keep]
+    fpid, fcharge = rec.pid[keep].astype(np.float32), rec.charge[keep]
     offsets = np.concatenate([[0], np.cumsum(n_keep)[:-1]])
 
-    particles = ak.unflatten(
-        ak.zip({"px": fpx, "py": fpy, "pz": fpz, "E": fe}, with_name="Momentum4D"), n_keep
-    )
-    jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, float(config.jet_r))
-    cs = fastjet.ClusterSequence(particles, jetdef)
+    cs = antikt(fpx, fpy, fpz, fe, n_keep, config.jet_r)
     # Only jets above jet_pt_min can pass; the N leading jets above it are the N leading
     # jets of the event as far as any kept jet is concerned.
     jets = cs.inclusive_jets(min_pt=float(config.jet_pt_min))
@@ -490,7 +333,7 @@ def _process_batch(
         jet_dir = ak.zip({"eta": jeta, "phi": jphi})
         pairs = ak.cartesian({"j": jet_dir, "o": obj}, axis=1, nested=True)
         deta = pairs.o.eta - pairs.j.eta  # broadcasts the jet over the resonance's members
-        dphi = _wrap_phi(pairs.o.phi - pairs.j.phi)
+        dphi = wrap_phi(pairs.o.phi - pairs.j.phi)
         dr2 = deta**2 + dphi**2
         matched = ak.any(ak.all(dr2 < config.match_dr**2, axis=-1), axis=-1)
         sel = sel & matched
@@ -519,7 +362,7 @@ def _process_batch(
         gidx = gidx[rank_in_jet < config.max_constituents]
         stored = np.minimum(ncon, config.max_constituents)
     cpx, cpy, cpz = fpx[gidx], fpy[gidx], fpz[gidx]
-    _, ceta, cphi = _pt_eta_phi(cpx, cpy, cpz)
+    _, ceta, cphi = pt_eta_phi(cpx, cpy, cpz)
     jet_rep = np.repeat(np.arange(len(stored)), stored)
     part = {
         "px": cpx,
@@ -527,7 +370,7 @@ def _process_batch(
         "pz": cpz,
         "energy": fe[gidx],
         "deta": ceta - jeta[jet_rep],
-        "dphi": _wrap_phi(cphi - jphi[jet_rep]),
+        "dphi": wrap_phi(cphi - jphi[jet_rep]),
         "charge": fcharge[gidx],
         "pid": fpid[gidx],
     }
@@ -549,41 +392,7 @@ def _process_batch(
     return out
 
 
-def _concat(pieces: Sequence[Mapping[str, Any]], n: int | None = None) -> dict[str, Any]:
-    """Concatenate per-batch outputs (jagged ones as (flat, counts)); keep the first ``n`` jets."""
-    out: dict[str, Any] = {}
-    for name in pieces[0]:
-        vals = [p[name] for p in pieces]
-        if isinstance(vals[0], tuple):
-            flat = np.concatenate([v[0] for v in vals])
-            counts = np.concatenate([v[1] for v in vals])
-            if n is not None:
-                flat, counts = flat[: int(counts[:n].sum())], counts[:n]
-            out[name] = (flat, counts)
-        else:
-            arr = np.concatenate(vals)
-            out[name] = arr[:n] if n is not None else arr
-    return out
-
-
 # --------------------------------------------------------------------------- workers
-
-_progress_queue: Any = None
-
-
-def _init_worker(q: Any) -> None:
-    global _progress_queue
-    _progress_queue = q
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("pythia8mc", "fastjet", "hepml", "awkward", "numpy", "uproot"):
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            out[dist] = "unknown"
-    return out
 
 
 def _run_worker(
@@ -593,27 +402,18 @@ def _run_worker(
     report: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Generate ``n_target`` jets with worker ``worker``'s seed; return (branches, info)."""
-    if report is None and _progress_queue is not None:
-        q = _progress_queue
-
-        def report(w: int, n: int) -> None:
-            q.put((w, n))
-
-    seed = worker_seeds(config.seed, worker + 1)[worker]
-    t0 = time.perf_counter()
-    pythia, settings = _make_pythia(config, seed)
-    t_init = time.perf_counter() - t0
-    table = _ParticleTable(pythia.particleData)
+    run = WorkerRun(config, worker, report)
+    seed = run.seed
     pieces: list[dict[str, Any]] = []
     n_have = n_events = n_used_events = 0
     while n_have < n_target:
-        batch = pythia.nextBatch(config.batch_size)
+        batch = run.pythia.nextBatch(config.batch_size)
         if len(batch) == 0:
             raise GenerationError(
                 f"Pythia produced no events in a batch of {config.batch_size} "
                 f"(process {config.process!r}, seed {seed}); check the settings"
             )
-        out = _process_batch(batch, config, table, n_events)
+        out = _process_batch(batch, config, run.table, n_events)
         n_events += len(batch)
         got = len(out["jet_pt"])
         if got:
@@ -624,8 +424,7 @@ def _run_worker(
             last_event = out["event_number"][min(need, got) - 1]
             n_used_events = int(last_event) + 1 if got >= need else n_events
             n_have += got
-            if report is not None:
-                report(worker, min(got, need))
+            run.report(min(got, need))
         else:
             n_used_events = n_events
         if n_have == 0 and n_events >= _MAX_EVENTS_WITHOUT_JETS:
@@ -635,28 +434,17 @@ def _run_worker(
                 f"pthat {config.pthat_min}-{config.pthat_max}); widen the jet window or move "
                 "the pthat range to cover it"
             )
-    elapsed = time.perf_counter() - t0
-    info = pythia.infoPython()
-    branches = _concat(pieces, n_target) if pieces else {}
+    branches = concat(pieces, n_target) if pieces else {}
     n = len(branches["jet_pt"]) if branches else 0
     if n:
         branches["worker"] = np.full(n, worker, dtype=np.int32)
         branches["seed"] = np.full(n, seed, dtype=np.int64)
-    summary = {
-        "worker": worker,
-        "seed": seed,
-        "n_jets": n,
-        "n_events_generated": n_events,
-        "n_events_used": n_used_events,
-        "n_jets_selected_total": sum(len(p["jet_pt"]) for p in pieces),
-        "n_tried": int(info.nTried()),
-        "n_accepted": int(info.nAccepted()),
-        "sigma_gen_mb": float(info.sigmaGen()),
-        "sigma_err_mb": float(info.sigmaErr()),
-        "init_seconds": t_init,
-        "seconds": elapsed,
-        "settings": settings,
-    }
+    summary = run.summary(
+        n_jets=n,
+        n_events_generated=n_events,
+        n_events_used=n_used_events,
+        n_jets_selected_total=sum(len(p["jet_pt"]) for p in pieces),
+    )
     return branches, summary
 
 
@@ -685,94 +473,29 @@ def generate_jet_arrays(
         GenerationError: Pythia refused a setting or failed to initialise.
         EmptyInputError: The selection keeps no jet.
     """
-    if isinstance(n_jets, bool) or not isinstance(n_jets, (int, np.integer)) or n_jets < 1:
-        raise ConfigError(f"n_jets = {n_jets!r} must be a positive integer")
-    n_jets = int(n_jets)
-    shares = _shares(n_jets, config.n_workers)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n_jets, desc=f"{config.process} jets", unit="jet", disable=not progress)
-    t0 = time.perf_counter()
-    try:
-        if config.n_workers == 1:
-            results = [_run_worker(config, 0, shares[0], lambda w, n: bar.update(n))]
-        else:
-            results = _run_pool(config, shares, bar)
-    finally:
-        bar.close()
-    elapsed = time.perf_counter() - t0
-    pieces = [r[0] for r in results if r[0]]
-    branches = _concat(pieces)
-    for name, value in list(branches.items()):
-        if isinstance(value, tuple):
-            branches[name] = ak.unflatten(value[0], value[1])
+    n_jets = check_count("n_jets", n_jets)
+    results, elapsed = run_workers(_run_worker, config, n_jets, unit="jet", progress=progress)
+    branches = to_jagged(concat([r[0] for r in results if r[0]]))
     summaries = [r[1] for r in results]
     n_events = sum(s["n_events_used"] for s in summaries)
-    sig = [s["sigma_gen_mb"] for s in summaries]
     meta = {
         "generator": "hepml.simulation.jets",
         "process": config.process,
         "n_jets": n_jets,
         "config": config.to_dict(),
-        "pythia_settings": summaries[0]["settings"],
-        "worker_seeds": [s["seed"] for s in summaries],
-        "workers": [{k: v for k, v in s.items() if k != "settings"} for s in summaries],
-        "versions": _versions(),
+        **run_metadata(summaries, elapsed),
         "n_events": n_events,
         "selection_efficiency": n_jets / n_events if n_events else 0.0,
         "selection_efficiency_note": "selected jets per generated event, counting the events "
         "up to the last one a kept jet came from",
-        "sigma_gen_mb": float(np.mean(sig)),
         "sigma_gen_mb_note": "Pythia's estimate of the cross-section of the generated "
         "process (within the pthat range), averaged over workers",
-        "wall_seconds": elapsed,
     }
     log.info(
         "%d %s jets from %d events (efficiency %.3f jets/event) in %.1f s",
         n_jets, config.process, n_events, meta["selection_efficiency"], elapsed,
     )
     return branches, meta
-
-
-def _run_pool(config: JetGenerationConfig, shares: list[int], bar: Any) -> list[Any]:
-    ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    with ProcessPoolExecutor(
-        max_workers=len(shares), mp_context=ctx, initializer=_init_worker, initargs=(q,)
-    ) as pool:
-        futures = [pool.submit(_run_worker, config, i, n) for i, n in enumerate(shares)]
-        try:
-            while not all(f.done() for f in futures):
-                try:
-                    _, n = q.get(timeout=0.2)
-                    bar.update(n)
-                except queue_module.Empty:
-                    pass
-                for f in futures:  # fail fast: a refused setting stops every worker
-                    if f.done() and f.exception() is not None:
-                        raise f.exception()
-        except BrokenProcessPool as exc:
-            raise GenerationError(
-                "a jet-generation worker process died: killed, out of memory, or it could "
-                "not start because worker processes are spawned and re-import the main "
-                "script; put the calling code under `if __name__ == '__main__':` (not on "
-                "stdin) or use n_workers=1"
-            ) from exc
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-            raise
-        results = [f.result() for f in futures]
-    while True:  # drain the queue so the bar ends at the true count
-        try:
-            _, n = q.get_nowait()
-            bar.update(n)
-        except queue_module.Empty:
-            break
-    q.close()
-    return results
 
 
 def generate_jets(
@@ -825,32 +548,8 @@ def generate_mixture(
     Returns:
         The path written. The metadata holds each class's metadata under ``"classes"``.
     """
-    from hepml.io.writing import write_tree
-
-    if len(configs) != len(n_jets) or not configs:
-        raise ConfigError(
-            f"generate_mixture needs one jet count per configuration; got {len(configs)} "
-            f"configurations and {len(n_jets)} counts"
-        )
-    arrays, metas = [], []
-    for cfg, n in zip(configs, n_jets):
-        b, m = generate_jet_arrays(cfg, n, progress=progress)
-        arrays.append(b)
-        metas.append(m)
-    names = list(arrays[0])
-    merged = {k: ak.concatenate([a[k] for a in arrays]) if isinstance(arrays[0][k], ak.Array)
-              else np.concatenate([a[k] for a in arrays]) for k in names}
-    rng = np.random.default_rng(configs[0].seed if shuffle_seed is None else shuffle_seed)
-    perm = rng.permutation(sum(n_jets))
-    merged = {k: v[perm] for k, v in merged.items()}
-    for k, v in merged.items():
-        if isinstance(v, ak.Array):  # make the permuted jagged arrays contiguous
-            merged[k] = ak.to_packed(v)
-    meta = {
-        "generator": "hepml.simulation.jets.generate_mixture",
-        "processes": [c.process for c in configs],
-        "n_jets": list(n_jets),
-        "shuffle_seed": configs[0].seed if shuffle_seed is None else shuffle_seed,
-        "classes": metas,
-    }
-    return write_tree(out_path, merged, tree=tree, metadata=meta)
+    return write_mixture(
+        generate_jet_arrays, configs, n_jets, out_path, unit="jet",
+        generator="hepml.simulation.jets.generate_mixture", shuffle_seed=shuffle_seed,
+        progress=progress, tree=tree,
+    )
