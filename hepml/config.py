@@ -25,6 +25,7 @@ __all__ = [
     "DataConfig",
     "TrainingConfig",
     "EvaluationConfig",
+    "ApplyConfig",
     "WorkflowConfig",
     "load_workflow",
     "from_mapping",
@@ -249,19 +250,63 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class WorkflowConfig:
-    """One job, as written in ``workflows/NAME.yaml``."""
+class ApplyConfig:
+    """Further files that a trained model scores at the end of a run (e.g. real data).
+
+    Each gets one friend tree of scores per input file, entry for entry, under
+    ``<run dir>/applied/<name>/``. The files need no label branches; a different layout is
+    read through ``branches`` exactly as in :class:`DataConfig`.
+
+    Attributes:
+        name: Short name used for the output directory and in the report.
+        files: ROOT files (globs allowed).
+        tree: Name of the TTree or RNTuple.
+        branches: Our field name -> the file's branch or an expression of branches.
+        step_size: Entries per chunk read.
+        max_entries: Read at most this many entries per file (``None``: all).
+    """
 
     name: str
-    task: typing.Literal["tagging"]
+    files: tuple[str, ...]
+    tree: str = "tree"
+    branches: dict = dataclasses.field(default_factory=dict)
+    step_size: int = 20_000
+    max_entries: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise ConfigError(f"apply {self.name!r}: give at least one ROOT file")
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"apply: name {self.name!r} must be a plain directory name")
+        if self.step_size <= 0:
+            raise ConfigError(f"apply {self.name!r}: step_size must be positive, "
+                              f"got {self.step_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowConfig:
+    """One job, as written in ``workflows/NAME.yaml``.
+
+    ``task`` is ``tagging`` (jets) or ``classification`` (events); both train a classifier
+    on a representation of the entries and differ only in wording of the report.
+    """
+
+    name: str
+    task: typing.Literal["tagging", "classification"]
     data: DataConfig
     representation: dict = dataclasses.field(default_factory=dict)
     model: dict = dataclasses.field(default_factory=dict)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    apply: tuple[ApplyConfig, ...] = ()
     seed: int = 0
     runs_dir: str = "runs"
     description: str = ""
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.apply]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"apply: names must differ, got {names}")
 
 
 def load_workflow(path: str | Path, overrides: Mapping[str, Any] | None = None) -> WorkflowConfig:

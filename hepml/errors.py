@@ -47,6 +47,13 @@ class HepmlError(Exception):
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0]) if self.args else self.__class__.__name__
 
+    def with_context(self, where: str) -> HepmlError:
+        """The same error (class and attributes) with ``where: `` put before the message."""
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        new.args = (f"{where}: {self}",)
+        return new
+
 
 class ConfigError(HepmlError, ValueError):
     """A workflow file or a configuration value is wrong."""

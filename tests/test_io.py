@@ -148,3 +148,19 @@ def test_realdata_through_mapping(realdata):
     t = uproot.open(realdata / "uproot-HZZ.root")["events"]
     px, py = t["Jet_Px"].array(), t["Jet_Py"].array()
     assert ak.all(abs(a.jet_pt - np.hypot(px, py)) < 1e-4)
+
+
+def test_threshold_expression_on_jagged_branch(small_file):
+    a = read(small_file, "tree", ["tag"], branches={"tag": "gt(part_px, 2.5)"})
+    assert a.tag.tolist() == [[0.0, 0.0], [], [1.0], [1.0, 1.0, 1.0], [1.0]]
+    assert str(ak.type(a.tag)).endswith("float32")
+    b = read(small_file, "tree", ["low"], branches={"low": "lt(jet_pt, 615)"})
+    assert b.low.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_error_with_context_keeps_class_and_attributes(small_file):
+    with pytest.raises(MissingBranchError) as exc:
+        read(small_file, "tree", ["jet_ptt"])
+    new = exc.value.with_context("apply 'x'")
+    assert type(new) is MissingBranchError and isinstance(new, KeyError)
+    assert new.branch == "jet_ptt" and str(new).startswith("apply 'x': ") and str(small_file) in str(new)

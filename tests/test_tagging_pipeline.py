@@ -291,3 +291,115 @@ def test_compare_runs_on_the_same_test_jets(small_run, tmp_path, jets_sample, ca
                                                                     "training.epochs": 1}))
     with pytest.raises(ConfigError, match="not for the same entries"):
         tagging.compare([run_a, tagging.run(other)], tmp_path / "bad")
+
+
+def _sklearn_rejection(scores: np.ndarray, is_signal: np.ndarray, eff: float) -> float:
+    """1/eps_B at eps_S from scikit-learn's ROC, interpolating eps_B linearly in eps_S."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(is_signal, scores, drop_intermediate=False)
+    i = int(np.argmax(tpr >= eff))
+    if tpr[i] == eff:
+        eps_b = fpr[tpr == eff].min()
+    else:
+        eps_b = fpr[i - 1] + (fpr[i] - fpr[i - 1]) * (eff - tpr[i - 1]) / (tpr[i] - tpr[i - 1])
+    return 1.0 / eps_b
+
+
+def test_generator_shift_matches_sklearn(small_run, tmp_path, jets_sample, capsys):
+    """The generator-dependence mode: 1/eps_B on an alternative sample, minus the nominal."""
+    _, run_dir = small_run
+    alt = _copy_jets(jets_sample, tmp_path / "alt.root", n=1500)
+    code = main(["evaluate", "--run", str(run_dir), "--alternative", f"other={alt}",
+                 "--working-points", "0.5", "0.7", "--out", str(tmp_path / "shift")])
+    out = capsys.readouterr().out
+    assert code == 0 and "other" in out and "reference" in out
+    result = json.loads((tmp_path / "shift" / "generator_dependence.json").read_text())
+    nominal, other = result["samples"]["nominal (test split)"], result["samples"]["other"]
+    pred = uproot.open(run_dir / "predictions" / f"{jets_sample.stem}.predictions.root")["predictions"]
+    p = pred.arrays(library="np")
+    test = p["split"] == 2
+    alt_pred = uproot.open(tmp_path / "shift" / "other" / "predictions" / "alt.predictions.root")
+    a = alt_pred["predictions"].arrays(library="np")
+    assert len(a["score_top"]) == 1500
+    for wp in ("0.5", "0.7"):
+        ref_nom = _sklearn_rejection(p["score_top"][test], p["label"][test] == 1, float(wp))
+        ref_alt = _sklearn_rejection(a["score_top"], a["label"] == 1, float(wp))
+        assert nominal["rejection"][wp]["value"] == pytest.approx(ref_nom, rel=1e-5)
+        assert other["rejection"][wp]["value"] == pytest.approx(ref_alt, rel=1e-5)
+        assert other["shift"][wp]["delta"] == pytest.approx(ref_alt - ref_nom, rel=1e-5, abs=1e-6)
+        err = np.hypot(other["rejection"][wp]["uncertainty"], nominal["rejection"][wp]["uncertainty"])
+        assert other["shift"][wp]["uncertainty"] == pytest.approx(err)
+    assert (tmp_path / "shift" / "generator_rejection.png").exists()
+
+
+def test_generator_shift_errors(small_run, tmp_path, jets_sample, capsys):
+    _, run_dir = small_run
+
+    def drop_labels(b):
+        for k in [k for k in b if k.startswith("label_")]:
+            del b[k]
+
+    unlabelled = _copy_jets(jets_sample, tmp_path / "unlabelled.root", n=50, edit=drop_labels)
+    for argv, expected in [
+        (["--run", str(run_dir)], "at least one --alternative"),
+        (["--alternative", "x=y.root"], "needs --run"),
+        (["--run", str(run_dir), "--alternative", "nofile"], "expected NAME=FILE"),
+        (["--run", str(tmp_path), "--alternative", f"x={jets_sample}"], "no checkpoint_best.pt"),
+        (["--run", str(run_dir), "--alternative", f"x={unlabelled}"], "label_QCD"),
+    ]:
+        code = main(["evaluate", *argv, "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and expected in err[0], (argv, err)
+
+
+def _renamed(b):
+    """Another experiment's layout: pf_* constituents, fatjet_* jets, no labels."""
+    for k in list(b):
+        if k.startswith("label_"):
+            del b[k]
+        elif k.startswith("part_"):
+            b["pf_" + k[5:]] = b.pop(k)
+        elif k.startswith("jet_"):
+            b["fatjet_" + k[4:]] = b.pop(k)
+
+
+def test_apply_scores_another_layout_through_a_mapping(tmp_path, jets_sample):
+    """An ``apply`` section scores unlabelled files of another layout after training."""
+    from hepml.tasks.tagging import build_representation
+
+    other = _copy_jets(jets_sample, tmp_path / "other.root", n=200, edit=_renamed)
+    same = _copy_jets(jets_sample, tmp_path / "same.root", n=200)
+    wf = _small_workflow(tmp_path, jets_sample, **{"data.max_entries": 600, "training.epochs": 1})
+    data = yaml.safe_load(wf.read_text())
+    fields = build_representation(data["representation"]).required_fields
+    mapping = {f: ("pf_" + f[5:] if f.startswith("part_") else "fatjet_" + f[4:]) for f in fields}
+    data["apply"] = [{"name": "other", "files": [str(other)], "branches": mapping}]
+    wf.write_text(yaml.safe_dump(data))
+    run_dir = tagging.run(load_workflow(wf))
+    friend = run_dir / "applied" / "other" / "other.predictions.root"
+    scores = uproot.open(friend)["predictions"].arrays(library="np")
+    assert len(scores["score_top"]) == 200 and set(scores) == {"score_QCD", "score_top"}
+    # the same jets under the training layout, scored by `hepml predict`, give the same scores
+    ref = tagging.predict(run_dir / "checkpoint_best.pt", [str(same)], tmp_path / "ref", device="cpu")
+    ref_scores = uproot.open(ref[0])["predictions"].arrays(library="np")
+    np.testing.assert_allclose(scores["score_top"], ref_scores["score_top"], rtol=1e-5, atol=1e-6)
+    summary = json.loads((run_dir / "metrics.json").read_text())["applied"]["other"]
+    top_share = float(np.mean(scores["score_top"] > scores["score_QCD"]))
+    assert summary["n_entries"] == 200
+    assert summary["fraction_classified_as"]["top"] == pytest.approx(top_share)
+    assert summary["mean_score"]["top"] == pytest.approx(float(scores["score_top"].mean()), rel=1e-5)
+    assert (run_dir / "applied_scores.png").exists()
+    assert "applied" in (run_dir / "report.html").read_text()
+
+
+def test_apply_with_a_missing_branch_stops_before_training(tmp_path, jets_sample, capsys):
+    other = _copy_jets(jets_sample, tmp_path / "other.root", n=50, edit=_renamed)
+    wf = _small_workflow(tmp_path, jets_sample)
+    data = yaml.safe_load(wf.read_text())
+    data["apply"] = [{"name": "other", "files": [str(other)], "branches": {"part_px": "PF_px"}}]
+    wf.write_text(yaml.safe_dump(data))
+    code, err = _run_cli(wf, capsys)
+    assert code == 2 and len(err) == 1
+    assert "apply 'other'" in err[0] and "PF_px" in err[0] and "pf_px" in err[0]  # suggestion
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written

@@ -9,6 +9,10 @@ import yaml
 from hepml.config import load_workflow
 from hepml.errors import ConfigError
 
+#: Workflow ``task`` -> the module whose ``run(cfg, resume=...)`` carries it out. Jet
+#: tagging and event classification are the same job on different representations.
+TASKS = {"tagging": "hepml.tasks.tagging", "classification": "hepml.tasks.tagging"}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``run``."""
@@ -46,10 +50,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.runs_dir:
         overrides["runs_dir"] = args.runs_dir
     cfg = load_workflow(args.workflow, overrides)
-    if cfg.task == "tagging":
-        from hepml.tasks import tagging
+    import importlib
 
-        run_dir = tagging.run(cfg, resume=args.resume)
+    task = importlib.import_module(TASKS[cfg.task])
+    run_dir = task.run(cfg, resume=args.resume)
     from hepml.training import distributed
 
     if not distributed.is_main_process():

@@ -67,6 +67,10 @@ def _delta_phi(a, b):
     return (a - b + np.pi) % (2 * np.pi) - np.pi
 
 
+def _float32(a):
+    return ak.values_astype(a, np.float32) if isinstance(a, ak.Array) else np.asarray(a, np.float32)
+
+
 #: Name -> (function, number of arguments). Extend with :func:`register`.
 FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
     "pt": (_pt, 2),
@@ -88,8 +92,9 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
     "log": (np.log, 1),
     "exp": (np.exp, 1),
     "sqrt": (np.sqrt, 1),
-    "float32": (lambda a: ak.values_astype(a, np.float32) if isinstance(a, ak.Array)
-                else np.asarray(a, np.float32), 1),
+    "float32": (lambda a: _float32(a), 1),
+    "gt": (lambda a, b: _float32(a > b), 2),  # 1.0 where a > b, else 0.0 (e.g. a b-tag cut)
+    "lt": (lambda a, b: _float32(a < b), 2),
 }
 
 

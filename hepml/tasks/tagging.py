@@ -10,6 +10,7 @@ assigns every entry to train/validation/test by the workflow seed.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ import torch
 import yaml
 
 from hepml import evaluation
-from hepml.config import DataConfig, EvaluationConfig, WorkflowConfig, from_mapping, to_dict
+from hepml.config import (
+    ApplyConfig,
+    DataConfig,
+    EvaluationConfig,
+    WorkflowConfig,
+    from_mapping,
+    to_dict,
+)
 from hepml.errors import (
     BadValueError,
     ConfigError,
@@ -33,12 +41,12 @@ from hepml.io import Source, expand_files, open_tree, read, write_friend_tree
 from hepml.models import build_model
 from hepml.representations import JetImageConfig, JetImages, ParticleCloudConfig, ParticleClouds
 from hepml.tasks.rundir import make_run_dir, record_inputs
-from hepml.training import ChunkedDataset, Trainer, load_checkpoint, resolve_device
-from hepml.training import distributed
+from hepml.training import ChunkedDataset, Trainer, distributed, load_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TaggingData", "build_representation", "run", "predict", "evaluate", "SPLIT_NAMES"]
+__all__ = ["TaggingData", "build_representation", "run", "predict", "evaluate", "compare",
+           "generator_shift", "SPLIT_NAMES"]
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -119,7 +127,7 @@ class TaggingData:
         try:
             out = self.representation(arrays)
         except HepmlError as exc:
-            raise type(exc)(f"{where}: {exc}") from None
+            raise exc.with_context(where) from None
         x = tuple(out.values()) if isinstance(out, dict) else (out,)
         empty = getattr(self.representation, "count_empty", None)
         if empty is not None and (n_empty := empty(arrays)):
@@ -187,11 +195,13 @@ def _model_spec(cfg: dict[str, Any], representation: Any, num_classes: int) -> d
     return {"kind": kind, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
 
 
-def write_predictions(run_dir: Path, source: Source, scores: np.ndarray, class_names: Sequence[str],
+def write_predictions(out_dir: Path, source: Source, scores: np.ndarray, class_names: Sequence[str],
                       *, labels: np.ndarray | None, split: np.ndarray | None,
                       metadata: dict[str, Any]) -> list[Path]:
-    """One friend tree per input file, entry for entry: ``score_<class>``, label, split."""
-    out_dir = run_dir / "predictions"
+    """One friend tree per input file, entry for entry, in ``out_dir``.
+
+    Branches: ``score_<class>``, and ``label`` and ``split`` when given.
+    """
     written = []
     offset = 0
     for path in source.paths:
@@ -256,6 +266,34 @@ def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: S
     return metrics
 
 
+def _apply_data(apply: ApplyConfig, data: DataConfig, representation: Any) -> TaggingData:
+    """Unlabelled entries of an ``apply`` section, read like the training data.
+
+    Built before training so that a missing file or branch stops the run at once.
+    """
+    config = DataConfig(files=apply.files, tree=apply.tree, branches=apply.branches,
+                        labels=data.labels, class_names=data.class_names,
+                        signal_class=data.signal_class, step_size=apply.step_size,
+                        max_entries=apply.max_entries, split=(0.0, 0.0, 1.0))
+    try:
+        return TaggingData(config, representation, seed=0, with_labels=False, cache=False)
+    except HepmlError as exc:
+        raise exc.with_context(f"apply {apply.name!r}") from None
+
+
+def _apply_summary(scores: np.ndarray, class_names: Sequence[str],
+                   files: list[Path]) -> dict[str, Any]:
+    """Entries, mean score and share of entries whose highest score is each class."""
+    n = len(scores)
+    winner = np.bincount(scores.argmax(axis=1), minlength=len(class_names)) if n else None
+    return {"n_entries": n,
+            "mean_score": {c: float(scores[:, k].mean()) if n else None
+                           for k, c in enumerate(class_names)},
+            "fraction_classified_as": {c: float(winner[k] / n) if n else None
+                                       for k, c in enumerate(class_names)},
+            "friend_trees": [str(f) for f in files]}
+
+
 def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     """Train and evaluate the tagger of workflow ``cfg``; return the run directory.
 
@@ -267,6 +305,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     distributed.init_from_env(resolve_device(cfg.training.device))
     representation = build_representation(cfg.representation)
     data = TaggingData(cfg.data, representation, seed=cfg.seed)
+    applied_data = [_apply_data(a, cfg.data, representation) for a in cfg.apply]
     n_classes = len(cfg.data.class_names)
     model_spec = _model_spec(cfg.model, representation, n_classes)
     run_config = to_dict(cfg)
@@ -303,7 +342,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     scores = trainer.predict(data.dataset(None, batch_size=max(bs, 1024), shuffle=False))
     labels = data.labels().to(trainer.device)
     if main:
-        write_predictions(run_dir, data.source, scores.float().cpu().numpy(), cfg.data.class_names,
+        write_predictions(run_dir / "predictions", data.source, scores.float().cpu().numpy(),
+                          cfg.data.class_names,
                           labels=labels.cpu().numpy(), split=data.split,
                           metadata={"workflow": cfg.name, "checkpoint": str(run_dir / "checkpoint_best.pt")})
         test = torch.from_numpy(data.split == 2).to(trainer.device)
@@ -319,6 +359,23 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                 run_dir / "mean_images",
                 extent=(*cfg_img.phi_range, *cfg_img.eta_range),
             )
+        applied: dict[str, Any] = {}
+        applied_scores: list[tuple[str, np.ndarray]] = []
+        for a, adata in zip(cfg.apply, applied_data, strict=True):
+            a_scores = trainer.predict(adata.dataset(None, batch_size=max(bs, 1024), shuffle=False))
+            a_scores = a_scores.float().cpu().numpy()
+            files = write_predictions(run_dir / "applied" / a.name, adata.source, a_scores,
+                                      cfg.data.class_names, labels=None, split=None,
+                                      metadata={"workflow": cfg.name, "apply": a.name,
+                                                "checkpoint": str(run_dir / "checkpoint_best.pt")})
+            applied[a.name] = _apply_summary(a_scores, cfg.data.class_names, files)
+            applied_scores.append((a.name, a_scores))
+            log.info("apply %s: scored %d entries -> %s", a.name, len(a_scores), files[0].parent)
+        if applied_scores:
+            image_plots += _applied_score_plot(scores[test].float().cpu().numpy(),
+                                               labels[test].cpu().numpy(), applied_scores,
+                                               cfg.data.class_names, cfg.data.signal_index,
+                                               run_dir / "applied_scores")
         training = {"epochs_run": len(history), "best_epoch": trainer.best_epoch,
                     "device": str(trainer.device), "mixed_precision": trainer.amp,
                     "n_train": int(counts[0]), "n_validation": int(counts[1]),
@@ -326,9 +383,63 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         report_metrics(scores[test], labels[test], class_names=cfg.data.class_names,
                        signal_index=cfg.data.signal_index, config=cfg.evaluation,
                        out_dir=run_dir, history=history, run_config=run_config,
-                       title=f"{cfg.name}: {cfg.data.class_names[cfg.data.signal_index]} tagging",
-                       seed=cfg.seed, extra={"training": training}, extra_plots=image_plots)
+                       title=f"{cfg.name}: {cfg.data.class_names[cfg.data.signal_index]} "
+                             f"{'tagging' if cfg.task == 'tagging' else 'classification'}",
+                       seed=cfg.seed,
+                       extra={"training": training, **({"applied": applied} if applied else {})},
+                       extra_plots=image_plots)
     return run_dir
+
+
+def _applied_score_plot(test_scores: np.ndarray, test_labels: np.ndarray,
+                        applied: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str],
+                        signal_index: int, path: Path) -> list[Path]:
+    """Signal-score shapes of the test entries per true class and of each applied sample."""
+    names = [*class_names, *(f"{name} (applied)" for name, _ in applied)]
+    scores = [test_scores[:, signal_index]] + [a[:, signal_index] for _, a in applied]
+    labels = [test_labels] + [np.full(len(a), len(class_names) + k)
+                              for k, (_, a) in enumerate(applied)]
+    return evaluation.plot_score_distributions(np.concatenate(scores), np.concatenate(labels),
+                                               names, path)
+
+
+def _scoring_data(state: dict[str, Any], files: Sequence[str], *, tree: str | None,
+                  branches: dict[str, str] | None, with_labels: bool | None) -> TaggingData:
+    """Entries of ``files`` read the way the checkpoint's model was trained to read them."""
+    representation = build_representation(dict(state["config"]["representation"]))
+    data_cfg = dict(state["config"]["data"])
+    data_cfg.update(files=list(files), max_entries=None, split=[0.0, 0.0, 1.0])
+    if tree:
+        data_cfg["tree"] = tree
+    if branches is not None:
+        data_cfg["branches"] = branches
+    data_config = from_mapping(DataConfig, data_cfg, where="predict")
+    try:
+        return TaggingData(data_config, representation, seed=0,
+                           with_labels=with_labels is not False, cache=False)
+    except MissingBranchError as exc:
+        if with_labels is not None or exc.branch not in data_config.labels:
+            raise
+        log.info("%s: no label branches; writing scores only", exc.path)
+        return TaggingData(data_config, representation, seed=0, with_labels=False, cache=False)
+
+
+def _score(state: dict[str, Any], data: TaggingData, *, device: str, batch_size: int
+           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Softmax scores (and labels, if read) of every entry of ``data`` in order."""
+    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
+    dev = resolve_device(device)
+    model.load_state_dict(state["model_state"])
+    model.to(dev).eval()
+    outs, labels = [], []
+    with torch.no_grad():
+        for *x, y in data.dataset(None, batch_size=batch_size, shuffle=False):
+            outs.append(torch.softmax(model(*(t.to(dev) for t in x)).float(), dim=1).cpu())
+            labels.append(y)
+    n_classes = len(data.config.class_names)
+    scores = torch.cat(outs).numpy() if outs else np.zeros((0, n_classes), np.float32)
+    y = torch.cat(labels).numpy() if data.with_labels and labels else None
+    return scores, y
 
 
 def predict(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *,
@@ -347,38 +458,10 @@ def predict(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *
         with_labels: Also copy the labels (default: if the label branches exist).
     """
     state = load_checkpoint(checkpoint)
-    run_config = state["config"]
-    spec = dict(run_config["representation"])
-    representation = build_representation(spec)
-    data_cfg = dict(run_config["data"])
-    data_cfg.update(files=list(files), max_entries=None, split=[0.0, 0.0, 1.0])
-    if tree:
-        data_cfg["tree"] = tree
-    if branches is not None:
-        data_cfg["branches"] = branches
-    data_config = from_mapping(DataConfig, data_cfg, where="predict")
-    try:
-        data = TaggingData(data_config, representation, seed=0,
-                           with_labels=with_labels is not False, cache=False)
-    except MissingBranchError as exc:
-        if with_labels is not None or exc.branch not in data_config.labels:
-            raise
-        log.info("%s: no label branches; writing scores only", exc.path)
-        data = TaggingData(data_config, representation, seed=0, with_labels=False, cache=False)
-    with_labels = data.with_labels
-    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
-    dev = resolve_device(device)
-    model.load_state_dict(state["model_state"])
-    model.to(dev).eval()
-    outs, labels = [], []
-    with torch.no_grad():
-        for *x, y in data.dataset(None, batch_size=batch_size, shuffle=False):
-            outs.append(torch.softmax(model(*(t.to(dev) for t in x)).float(), dim=1).cpu())
-            labels.append(y)
-    scores = torch.cat(outs).numpy()
-    y = torch.cat(labels).numpy() if with_labels else None
-    return write_predictions(Path(out_dir), data.source, scores, data_config.class_names,
-                             labels=y, split=None,
+    data = _scoring_data(state, files, tree=tree, branches=branches, with_labels=with_labels)
+    scores, y = _score(state, data, device=device, batch_size=batch_size)
+    return write_predictions(Path(out_dir) / "predictions", data.source, scores,
+                             data.config.class_names, labels=y, split=None,
                              metadata={"checkpoint": str(checkpoint), "model": state["model"]})
 
 
@@ -479,3 +562,96 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Seque
     evaluation.plot_roc(curves, out_dir / "compare_roc", title=f"{split} split")
     evaluation.write_metrics_json(out_dir / "comparison.json", {"split": split, "taggers": table})
     return table
+
+
+def _rejection_row(scores: torch.Tensor, is_signal: torch.Tensor, working_points: Sequence[float]
+                   ) -> tuple[dict[str, Any], evaluation.RocCurve]:
+    roc = evaluation.roc_curve(scores, is_signal)
+    values, errors = evaluation.rejection_at(roc, list(working_points))
+    row = {"auc": float(evaluation.auc(roc.fpr, roc.tpr)), "n_signal": int(roc.n_signal),
+           "n_background": int(roc.n_background),
+           "rejection": {str(wp): {"value": float(v), "uncertainty": float(e)}
+                         for wp, v, e in zip(working_points, values.tolist(), errors.tolist(),
+                                             strict=True)}}
+    cpu = evaluation.RocCurve(*(t.cpu() if isinstance(t, torch.Tensor) else t for t in roc))
+    return row, cpu
+
+
+def generator_shift(run_dir: str | Path, samples: dict[str, Sequence[str]], out_dir: str | Path, *,
+                    working_points: Sequence[float] = (0.3, 0.5), device: str = "auto",
+                    batch_size: int = 1024, tree: str | None = None,
+                    branches: dict[str, str] | None = None) -> dict[str, Any]:
+    """Change of a trained tagger's 1/ε_B on samples made with other generator settings.
+
+    Other settings means another tune, shower or hadronisation than the training sample's.
+
+    The reference is the run's own test split. Each alternative sample is scored with the
+    run's best checkpoint (its friend trees go to ``out_dir/<name>/predictions``), and for
+    every working point ε_S the shift Δ(1/ε_B) = alternative − nominal is reported with
+    the binomial uncertainties of both added in quadrature (the samples are independent).
+    A sample made with the nominal settings and another seed shows the size of a purely
+    statistical shift.
+
+    Args:
+        run_dir: A run directory written by :func:`run`.
+        samples: Name -> ROOT files of the alternative sample (with the label branches).
+        out_dir: Where ``generator_dependence.json`` and the rejection plots go.
+        working_points: Signal efficiencies ε_S.
+        device: Where scores and metrics are computed.
+        batch_size: Entries per forward pass.
+        tree: Tree name of the samples (default: the training one).
+        branches: Branch mapping of the samples (default: the training one).
+
+    Returns:
+        ``{"signal_class", "working_points", "samples": {name: row}}`` where the nominal
+        row is named ``nominal (test split)`` and every other row has ``shift`` per ε_S.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / "checkpoint_best.pt"
+    if not checkpoint.exists():
+        raise ConfigError(f"{run_dir}: no checkpoint_best.pt; give the directory of a finished run")
+    if not samples:
+        raise ConfigError("give at least one alternative sample (NAME=FILE.root)")
+    state = load_checkpoint(checkpoint)
+    data_cfg = from_mapping(DataConfig, state["config"]["data"], where="checkpoint data")
+    class_names, sig = list(data_cfg.class_names), data_cfg.signal_index
+    dev = resolve_device(device)
+    files = sorted((run_dir / "predictions").glob("*.predictions.root"))
+    if not files:
+        raise ConfigError(f"{run_dir}: no predictions/*.predictions.root; is this a run directory?")
+    score_name = f"score_{class_names[sig]}"
+    arrays = read([str(f) for f in files], "predictions", [score_name, "label", "split"])
+    test = ak.to_numpy(arrays["split"]) == SPLIT_NAMES.index("test")
+    nominal_scores = torch.from_numpy(ak.to_numpy(arrays[score_name])[test]).to(dev)
+    nominal_signal = torch.from_numpy(ak.to_numpy(arrays["label"])[test] == sig).to(dev)
+    nominal, nominal_roc = _rejection_row(nominal_scores, nominal_signal, working_points)
+    rows = {"nominal (test split)": nominal}
+    curves = {"nominal (test split)": nominal_roc}
+    out_dir = Path(out_dir)
+    for name, sample_files in samples.items():
+        data = _scoring_data(state, sample_files, tree=tree, branches=branches, with_labels=True)
+        scores, labels = _score(state, data, device=device, batch_size=batch_size)
+        write_predictions(out_dir / name / "predictions", data.source, scores, class_names,
+                          labels=labels, split=None,
+                          metadata={"checkpoint": str(checkpoint), "generator_shift": name})
+        row, curves[name] = _rejection_row(torch.from_numpy(scores[:, sig]).to(dev),
+                                           torch.from_numpy(labels == sig).to(dev), working_points)
+        row["files"] = [str(p) for p in data.source.paths]
+        row["shift"] = {}
+        for wp, alt in row["rejection"].items():
+            ref = nominal["rejection"][wp]
+            delta = alt["value"] - ref["value"]
+            err = math.hypot(alt["uncertainty"], ref["uncertainty"])
+            row["shift"][wp] = {"delta": delta, "uncertainty": err,
+                                "relative": delta / ref["value"] if ref["value"] else math.nan,
+                                "significance": delta / err if err > 0 else math.nan}
+        rows[name] = row
+        log.info("%s: %d entries scored", name, len(scores))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{run_dir.name}: generator dependence"
+    evaluation.plot_rejection(curves, out_dir / "generator_rejection", title=title)
+    evaluation.plot_roc(curves, out_dir / "generator_roc", title=title)
+    result = {"run_dir": str(run_dir), "signal_class": class_names[sig],
+              "working_points": list(working_points), "samples": rows}
+    evaluation.write_metrics_json(out_dir / "generator_dependence.json", result)
+    return result
