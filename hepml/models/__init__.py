@@ -7,7 +7,8 @@ rebuilt without the workflow file.
 
 from hepml.models._registry import ACTIVATIONS, MODELS, activation, build_model, register_model
 from hepml.models.cnn import JetImageCNN
+from hepml.models.gnn import EventGNN
 from hepml.models.particlenet import ParticleNet
 
-__all__ = ["ACTIVATIONS", "MODELS", "JetImageCNN", "activation", "build_model", "register_model",
-           "ParticleNet"]
+__all__ = ["ACTIVATIONS", "MODELS", "EventGNN", "JetImageCNN", "activation", "build_model",
+           "register_model", "ParticleNet"]

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hepml.errors import BadValueError, ConfigError
@@ -47,17 +48,38 @@ PRESETS: dict[str, dict[str, list]] = {
 }
 
 
-def _gather_neighbours(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x [B, C, N]``, ``idx [B, N, k]`` -> neighbour features ``[B, C, N, k]``."""
-    b, c, n = x.shape
-    k = idx.shape[-1]
-    flat = (idx + torch.arange(b, device=x.device).view(b, 1, 1) * n).reshape(-1)
-    nb = x.transpose(1, 2).reshape(b * n, c)[flat]  # [B*N*k, C]
-    return nb.view(b, n, k, c).permute(0, 3, 1, 2)
+def _eval_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Batch norm ``bn`` as ``y = x * scale + shift`` when it uses its running statistics.
+
+    ``None`` when it normalises with the statistics of the batch (training mode, or no
+    running statistics).
+    """
+    if bn.training or bn.running_mean is None or bn.running_var is None:
+        return None
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = bn.weight * scale
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def _batch_norm_rows(bn: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``BatchNorm2d`` of channels-last rows ``h [M, C]``: the statistics run over the rows."""
+    return bn(h.view(*h.shape, 1, 1)).view(h.shape)
 
 
 class _EdgeConv(nn.Module):
-    """One EdgeConv block with its shortcut (see the module docstring)."""
+    """One EdgeConv block with its shortcut (see the module docstring).
+
+    The parameters are those of 1x1 convolutions on the edge tensor ``[B, 2C, N, k]``,
+    but the block computes on channels-last rows (one row per edge, a 1x1 convolution
+    is a matrix product) and never builds the edge features ``[x_i, x_j - x_i]``: the
+    first layer is linear in them, ``W [x_i, x_j - x_i] = (W_i - W_j) x_i + W_j x_j``, so
+    both terms are computed once per particle and the neighbour term is gathered. In
+    eval mode each batch normalisation is folded into the matrix product before it.
+    """
 
     def __init__(self, k: int, in_dim: int, channels: Sequence[int], act: str) -> None:
         super().__init__()
@@ -68,7 +90,7 @@ class _EdgeConv(nn.Module):
             layers += [nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out),
                        _activation(act)]
             width = out
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(*layers)  # (conv, batch norm, activation) per layer
         if in_dim == channels[-1]:
             self.shortcut: nn.Module = nn.Identity()
         else:
@@ -79,14 +101,38 @@ class _EdgeConv(nn.Module):
     def forward(self, points: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``points [B, D, N]``, ``x [B, C, N]``, ``mask [B, N]`` -> ``[B, C', N]``."""
         idx, valid = knn_indices(points.transpose(1, 2), self.k, mask)  # [B, N, k]
-        centre = x.unsqueeze(-1).expand(-1, -1, -1, self.k)
-        edges = torch.cat([centre, _gather_neighbours(x, idx) - centre], dim=1)
-        h = self.mlp(edges)  # [B, C', N, k]
-        weight = valid.to(h.dtype)
+        b, c, n = x.shape
+        k = self.k
+        rows = x.transpose(1, 2).reshape(b * n, c)  # one row per particle
+        conv, bn, act = self.mlp[0], self.mlp[1], self.mlp[2]
+        weight = conv.weight.flatten(1)  # [C1, 2C]: the x_i and the x_j - x_i columns
+        w_own, w_nb = weight[:, :c] - weight[:, c:], weight[:, c:]
+        folded = _eval_affine(bn)
+        if folded is None:
+            own, nb = F.linear(rows, w_own), F.linear(rows, w_nb)
+        else:
+            scale, shift = folded
+            own = F.linear(rows, w_own * scale.unsqueeze(1), shift)
+            nb = F.linear(rows, w_nb * scale.unsqueeze(1))
+        flat = (idx + torch.arange(b, device=x.device).view(b, 1, 1) * n).reshape(-1)
+        h = torch.index_select(nb, 0, flat).view(b, n, k, -1) + own.view(b, n, 1, -1)
+        h = h.view(b * n * k, -1)  # one row per edge
+        h = act(h if folded is not None else _batch_norm_rows(bn, h))
+        for i in range(3, len(self.mlp), 3):
+            conv, bn, act = self.mlp[i], self.mlp[i + 1], self.mlp[i + 2]
+            weight = conv.weight.flatten(1)
+            folded = _eval_affine(bn)
+            if folded is None:
+                h = _batch_norm_rows(bn, F.linear(h, weight))
+            else:
+                h = F.linear(h, weight * folded[0].unsqueeze(1), folded[1])
+            h = act(h)
+        h = h.view(b, n, k, -1)
+        w = valid.to(h.dtype)
         alone = ~valid[..., 0]  # no neighbour at all: slot 0 is the self-edge, use it
-        weight[..., 0] = torch.where(alone, 1.0, weight[..., 0])
-        h = (h * weight.unsqueeze(1)).sum(-1) / weight.sum(-1).unsqueeze(1)
-        return self.act(h + self.shortcut(x))
+        w[..., 0] = torch.where(alone, 1.0, w[..., 0])
+        h = (h * w.unsqueeze(-1)).sum(2) / w.sum(-1, keepdim=True)  # [B, N, C']
+        return self.act(h.transpose(1, 2) + self.shortcut(x))
 
 
 def _pairs(name: str, value: Sequence, *, allow_empty: bool = False) -> list[tuple]:

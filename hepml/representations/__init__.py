@@ -7,9 +7,20 @@ whole chunk at once, without Python loops over jets or particles.
 - :mod:`hepml.representations.jet_images`: jet images ``[N, C, n_eta, n_phi]``.
 - :mod:`hepml.representations.particle_clouds`: padded particle clouds (ParticleNet
   inputs) ``points [N, D, P]``, ``features [N, F, P]``, ``mask [N, 1, P]``.
+- :mod:`hepml.representations.event_graphs`: padded graphs of an event's reconstructed
+  objects (and MET) ``x [B, N, F]``, ``neighbors [B, N, K]``, ``edge_attr [B, N, K, E]``,
+  ``mask [B, N]``, and :func:`padded_to_sparse` to PyG's flat layout.
 - :mod:`hepml.representations.knn`: kNN neighbours and PyG edges with torch alone.
 """
 
+from hepml.representations.event_graphs import (
+    EVENT_EDGE_FEATURES,
+    EVENT_NODE_FEATURES,
+    EventGraphConfig,
+    EventGraphs,
+    make_event_graphs,
+    padded_to_sparse,
+)
 from hepml.representations.jet_images import (
     CENTERS,
     CHANNELS,
@@ -17,7 +28,6 @@ from hepml.representations.jet_images import (
     JetImages,
     make_jet_images,
 )
-
 from hepml.representations.knn import KNN, knn_graph_edges, knn_indices
 from hepml.representations.particle_clouds import (
     FEATURES,
@@ -27,6 +37,8 @@ from hepml.representations.particle_clouds import (
     to_pyg,
 )
 
-__all__ = ["CENTERS", "CHANNELS", "JetImageConfig", "JetImages", "make_jet_images",
+__all__ = ["EVENT_EDGE_FEATURES", "EVENT_NODE_FEATURES", "EventGraphConfig", "EventGraphs",
+           "make_event_graphs", "padded_to_sparse",
+           "CENTERS", "CHANNELS", "JetImageConfig", "JetImages", "make_jet_images",
            "FEATURES", "KNN", "ParticleCloudConfig", "ParticleClouds", "knn_graph_edges",
            "knn_indices", "make_particle_clouds", "to_pyg"]

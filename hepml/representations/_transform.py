@@ -39,6 +39,8 @@ class Transform:
     """
 
     config_class: ClassVar[type]
+    #: What :meth:`count_empty` counts, for the warning of the task that reads the chunk.
+    empty_description: ClassVar[str] = "entries have empty inputs"
 
     def __init__(self, config: Any = None) -> None:
         if config is None:

@@ -498,6 +498,8 @@ class JetImages(Transform):
         """``(C, n_eta, n_phi)`` of one image."""
         return self.config.shape
 
+    empty_description = "jets have no constituents; their inputs are empty"
+
     def count_empty(self, jets: ak.Array | Mapping[str, Any]) -> int:
         """Number of jets in ``jets`` without constituents (their images are all zero)."""
         return int(np.count_nonzero(np.asarray(ak.num(_field(jets, "part_px"), axis=1)) == 0))

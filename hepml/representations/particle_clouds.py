@@ -334,6 +334,8 @@ class ParticleClouds(Transform):
         """Shape of one jet's ``points``, ``features`` and ``mask``."""
         return self.config.shapes
 
+    empty_description = "jets have no constituents; their inputs are empty"
+
     def count_empty(self, jets: ak.Array | Mapping[str, Any]) -> int:
         """Number of jets in ``jets`` without constituents (all padding)."""
         name = next(f for f in (*self.required_fields, "part_px") if f not in _JET_FIELDS)
