@@ -39,7 +39,14 @@ from hepml.errors import (
 )
 from hepml.io import Source, expand_files, open_tree, read, write_friend_tree
 from hepml.models import build_model
-from hepml.representations import JetImageConfig, JetImages, ParticleCloudConfig, ParticleClouds
+from hepml.representations import (
+    EventGraphConfig,
+    EventGraphs,
+    JetImageConfig,
+    JetImages,
+    ParticleCloudConfig,
+    ParticleClouds,
+)
 from hepml.tasks.rundir import make_run_dir, record_inputs
 from hepml.training import ChunkedDataset, Trainer, distributed, load_checkpoint, resolve_device
 
@@ -53,6 +60,7 @@ SPLIT_NAMES = ("train", "validation", "test")
 _REPRESENTATIONS = {
     "jet_image": (JetImageConfig, JetImages),
     "particle_cloud": (ParticleCloudConfig, ParticleClouds),
+    "event_graph": (EventGraphConfig, EventGraphs),
 }
 
 
@@ -131,7 +139,7 @@ class TaggingData:
         x = tuple(out.values()) if isinstance(out, dict) else (out,)
         empty = getattr(self.representation, "count_empty", None)
         if empty is not None and (n_empty := empty(arrays)):
-            log.warning("%s: %d jets have no constituents; their inputs are empty", where, n_empty)
+            log.warning("%s: %d %s", where, n_empty, self.representation.empty_description)
         y = self.labels_of(arrays, where) if self.with_labels else torch.full((len(spec),), -1)
         if self.cache:
             self._built[i] = (x, y)
@@ -191,6 +199,9 @@ def _model_spec(cfg: dict[str, Any], representation: Any, num_classes: int) -> d
         kwargs.setdefault("image_size", [int(shape[1]), int(shape[2])])
     if kind == "particlenet" and isinstance(shape, dict):
         kwargs.setdefault("input_dims", int(shape["features"][0]))
+    if kind == "gnn" and isinstance(shape, dict):
+        kwargs.setdefault("input_dims", int(shape["x"][-1]))
+        kwargs.setdefault("edge_dims", int(shape["edge_attr"][-1]))
     kwargs.setdefault("num_classes", num_classes)
     return {"kind": kind, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
 
