@@ -342,7 +342,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         raise EmptyInputError("the training or validation split is empty; use more data or change data.split")
     model = build_model(model_spec["kind"], **model_spec["kwargs"])
     trainer = Trainer(model, cfg.training, run_dir=run_dir, model_spec=model_spec,
-                      run_config=run_config, seed=cfg.seed)
+                      run_config=run_config, seed=cfg.seed,
+                      unit="jet" if cfg.task == "tagging" else "event")
     log.info("model %s: %d parameters, device %s%s", model_spec["kind"],
              sum(p.numel() for p in model.parameters()), trainer.device,
              ", mixed precision" if trainer.amp else "")

@@ -63,6 +63,7 @@ class Trainer:
         run_config: The whole job configuration, stored in checkpoints.
         loss_fn: Maps (outputs, targets) to a scalar; default cross-entropy.
         seed: Seed of weights initialisation-independent randomness (dropout, shuffling).
+        unit: What one training example is (``jet``, ``event``...), for progress and logs.
     """
 
     def __init__(
@@ -75,8 +76,10 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         seed: int = 0,
+        unit: str = "jet",
     ) -> None:
         self.config = config
+        self.unit = unit
         self.device = resolve_device(config.device)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
@@ -193,7 +196,7 @@ class Trainer:
     def _run_epoch(self, data: ChunkedDataset, *, train: bool, desc: str) -> dict[str, float]:
         self.model.train(train)
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, correct, n
-        bar = tqdm(total=len(data), desc=desc, unit="jet", unit_scale=True, leave=False,
+        bar = tqdm(total=len(data), desc=desc, unit=self.unit, unit_scale=True, leave=False,
                    disable=None if distributed.is_main_process() else True)
         start = time.perf_counter()
         with torch.set_grad_enabled(train):
@@ -271,7 +274,7 @@ class Trainer:
             if improved:
                 self._save(BEST)
             self._save(LAST)
-            log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f jets/s%s",
+            log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f %ss/s%s",
                      epoch, c.epochs, tr["loss"], tr["accuracy"], va["loss"], va["accuracy"],
                      tr["items_per_s"], " *" if improved else "")
         if c.early_stopping_patience and self.bad_epochs >= c.early_stopping_patience:
