@@ -9,7 +9,7 @@ import numpy as np
 
 from hepml.errors import BadValueError, MissingBranchError
 
-__all__ = ["_field", "_flatten"]
+__all__ = ["_field", "_flatten", "check_finite"]
 
 
 def _field(jets: Any, name: str) -> Any:
@@ -47,3 +47,26 @@ def _flatten(jets: Any, fields: tuple[str, ...]) -> tuple[np.ndarray, dict[str, 
                                 f"type {arr.type} (missing values or records)")
         flat[name] = values
     return counts if counts is not None else np.zeros(0, dtype=np.int64), flat
+
+
+def check_finite(name: str, values: np.ndarray, owner: np.ndarray | None, *, entry: str,
+                 making: str) -> None:
+    """Raise :class:`BadValueError` if float ``values`` of field ``name`` hold NaN or inf.
+
+    ``owner[i]`` is the entry (jet, event) that flat value ``i`` belongs to (``None``: the
+    values are per entry). The error names the field, the count and the first bad entry
+    (index within the chunk), and carries them as ``branch``, ``count`` and
+    ``<entry>_index``.
+    """
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return
+    bad = ~np.isfinite(values)
+    first = int(np.argmax(bad))
+    index = int(owner[first]) if owner is not None else first
+    exc = BadValueError(
+        f"field {name!r}: {int(bad.sum())} NaN or infinite value(s), the first in {entry} "
+        f"{index} (entry index within this chunk). Remove or fix these {entry}s before "
+        f"making {making}.")
+    exc.branch, exc.count = name, int(bad.sum())
+    setattr(exc, f"{entry}_index", index)
+    raise exc

@@ -81,6 +81,7 @@ import numpy as np
 import torch
 
 from hepml.errors import BadValueError, ConfigError, MissingBranchError, UnknownKeyError
+from hepml.representations._arrays import check_finite
 from hepml.representations._transform import ConfigMixin, Transform
 from hepml.representations.knn import knn_indices
 
@@ -328,17 +329,7 @@ def _numbers(arr: ak.Array, name: str, what: str) -> np.ndarray:
 
 
 def _check_finite(name: str, values: np.ndarray, event_of: np.ndarray | None) -> None:
-    if values.dtype.kind != "f" or np.isfinite(values).all():
-        return
-    bad = ~np.isfinite(values)
-    first = int(np.argmax(bad))
-    event = int(event_of[first]) if event_of is not None else first
-    exc = BadValueError(
-        f"field {name!r}: {int(bad.sum())} NaN or infinite value(s), the first in event "
-        f"{event} (entry index within this chunk). Remove or fix these events before "
-        "making event graphs.")
-    exc.branch, exc.count, exc.event_index = name, int(bad.sum()), event
-    raise exc
+    check_finite(name, values, event_of, entry="event", making="event graphs")
 
 
 def _read_collection(arrays: Any, coll: str, extras: tuple[str, ...], n_events: int | None,

@@ -74,8 +74,8 @@ import torch
 
 from hepml._fastjet import fastjet as _import_fastjet
 from hepml.errors import BadValueError, ConfigError
-from hepml.representations._transform import ConfigMixin, Transform
 from hepml.representations._arrays import _field, _flatten
+from hepml.representations._transform import ConfigMixin, Transform
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from hepml.errors import BadValueError, ConfigError, closest
+from hepml.representations._arrays import _field, _flatten, check_finite
 from hepml.representations._transform import ConfigMixin, Transform
-from hepml.representations._arrays import _field, _flatten
 
 log = logging.getLogger(__name__)
 
@@ -193,17 +193,7 @@ def _jet_values(jets: Any, name: str, n: int) -> np.ndarray:
 
 
 def _check_finite(name: str, values: np.ndarray, jet_of: np.ndarray | None) -> None:
-    if values.dtype.kind != "f" or np.isfinite(values).all():
-        return
-    bad = ~np.isfinite(values)
-    first = int(np.argmax(bad))
-    jet = int(jet_of[first]) if jet_of is not None else first
-    exc = BadValueError(
-        f"branch {name!r}: {int(bad.sum())} NaN or infinite value(s), the first in jet {jet} "
-        "(entry index within this chunk). Remove or fix these jets before making particle "
-        "clouds.")
-    exc.branch, exc.count, exc.jet_index = name, int(bad.sum()), jet
-    raise exc
+    check_finite(name, values, jet_of, entry="jet", making="particle clouds")
 
 
 def make_particle_clouds(jets: ak.Array | Mapping[str, Any],
