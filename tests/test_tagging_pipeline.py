@@ -453,3 +453,19 @@ def test_event_classification_with_each_layer(tmp_path, layer):
     assert spec["kind"] == "gnn" and spec["layer"] == layer and spec["input_dims"] == 14
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["auc"] <= 1 and metrics["n_entries"] == 60
+
+
+def test_generator_shift_auc_against_sklearn(small_run, tmp_path, jets_sample):
+    from sklearn.metrics import roc_auc_score
+
+    _, run_dir = small_run
+    alt = _copy_jets(jets_sample, tmp_path / "alt.root", n=800)
+    result = tagging.generator_shift(run_dir, {"other": [str(alt)]}, tmp_path / "s", device="cpu")
+    rows = result["samples"]
+    a = uproot.open(tmp_path / "s" / "other" / "predictions" / "alt.predictions.root")
+    a = a["predictions"].arrays(library="np")
+    ref = roc_auc_score(a["label"] == 1, a["score_top"])
+    assert rows["other"]["auc"] == pytest.approx(ref, abs=1e-9)
+    shift = rows["other"]["auc_shift"]
+    assert shift["delta"] == pytest.approx(ref - rows["nominal (test split)"]["auc"], abs=1e-9)
+    assert 0 < shift["uncertainty"] < 0.1

@@ -80,10 +80,13 @@ def _fmt(value: float, err: float) -> str:
 
 def _print_shift(result: dict) -> None:
     wps = [str(wp) for wp in result["working_points"]]
-    head = ["sample", "AUC", *(f"1/eps_B@{wp}" for wp in wps), *(f"shift@{wp}" for wp in wps)]
+    head = ["sample", "AUC", "AUC shift", *(f"1/eps_B@{wp}" for wp in wps),
+            *(f"shift@{wp}" for wp in wps)]
     rows = []
     for name, row in result["samples"].items():
-        cells = [name, f"{row['auc']:.4f}"]
+        a = row.get("auc_shift")
+        cells = [name, f"{row['auc']:.4f} ± {row['auc_uncertainty']:.4f}",
+                 f"{a['delta']:+.4f} ± {a['uncertainty']:.4f}" if a else "reference"]
         cells += [_fmt(row["rejection"][wp]["value"], row["rejection"][wp]["uncertainty"])
                   for wp in wps]
         for wp in wps:
