@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hepml.errors import BadValueError, ConfigError
@@ -65,20 +64,47 @@ def _eval_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     return scale, shift
 
 
-def _batch_norm_rows(bn: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """``BatchNorm2d`` of channels-last rows ``h [M, C]``: the statistics run over the rows."""
-    return bn(h.view(*h.shape, 1, 1)).view(h.shape)
+def _batch_norm_columns(bn: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Batch norm ``bn`` (1d or 2d) of ``h [C, M]``, statistics over the ``M`` columns.
+
+    Each channel's values are contiguous, so torch takes its accurate (and fast) kernel
+    for contiguous inputs; a channels-last ``[M, C]`` layout would sum in float32.
+    """
+    shape = (1, h.shape[0], -1, 1) if isinstance(bn, nn.BatchNorm2d) else (1, h.shape[0], -1)
+    return bn(h.view(shape)).view(h.shape)
+
+
+def _matmul(weight: torch.Tensor, h: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, bool]:
+    """``weight @ h``, with ``bn`` folded in when it uses running statistics (then True)."""
+    folded = _eval_affine(bn)
+    if folded is None:
+        return weight @ h, False
+    scale, shift = folded
+    return torch.addmm(shift.unsqueeze(1), weight * scale.unsqueeze(1), h), True
+
+
+def _activate(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``act(h)``; for ReLU without autograd in place, ``h`` being a temporary of the block.
+
+    (With autograd, an in-place ReLU on the view that batch normalisation returns would
+    make the backward pass copy its gradient.)
+    """
+    if type(act) is nn.ReLU and not (torch.is_grad_enabled() and h.requires_grad):
+        return torch.relu_(h)
+    return act(h)
 
 
 class _EdgeConv(nn.Module):
     """One EdgeConv block with its shortcut (see the module docstring).
 
-    The parameters are those of 1x1 convolutions on the edge tensor ``[B, 2C, N, k]``,
-    but the block computes on channels-last rows (one row per edge, a 1x1 convolution
-    is a matrix product) and never builds the edge features ``[x_i, x_j - x_i]``: the
-    first layer is linear in them, ``W [x_i, x_j - x_i] = (W_i - W_j) x_i + W_j x_j``, so
-    both terms are computed once per particle and the neighbour term is gathered. In
-    eval mode each batch normalisation is folded into the matrix product before it.
+    The parameters are those of 1x1 convolutions on the edge features
+    ``[x_i, x_j - x_i]`` (``[B, 2C, N, k]``) and on the particles (the shortcut), but the
+    block computes with matrix products on ``[C, B * N * k]``, one column per edge (and
+    ``[C, B * N]`` for the shortcut): each channel's values are contiguous, which keeps
+    torch's accurate batch-normalisation kernel. The edge features are not built: the
+    first layer splits as ``W_i x_i + W_j (x_j - x_i)``, and the ``W_i x_i`` term is
+    computed once per particle instead of once per edge. In eval mode each batch
+    normalisation is folded into the matrix product before it.
     """
 
     def __init__(self, k: int, in_dim: int, channels: Sequence[int], act: str) -> None:
@@ -103,36 +129,38 @@ class _EdgeConv(nn.Module):
         idx, valid = knn_indices(points.transpose(1, 2), self.k, mask)  # [B, N, k]
         b, c, n = x.shape
         k = self.k
-        rows = x.transpose(1, 2).reshape(b * n, c)  # one row per particle
+        cols = x.transpose(0, 1).reshape(c, b * n)  # one column per particle
+        flat = (idx + torch.arange(b, device=x.device).view(b, 1, 1) * n).reshape(-1)
+        diff = (torch.index_select(cols, 1, flat).view(c, b, n, k)
+                - cols.view(c, b, n, 1)).view(c, b * n * k)  # x_j - x_i, one column per edge
         conv, bn, act = self.mlp[0], self.mlp[1], self.mlp[2]
-        weight = conv.weight.flatten(1)  # [C1, 2C]: the x_i and the x_j - x_i columns
-        w_own, w_nb = weight[:, :c] - weight[:, c:], weight[:, c:]
+        weight = conv.weight.flatten(1)  # [C1, 2C]: the x_i, then the x_j - x_i columns
+        w_own, w_diff = weight[:, :c], weight[:, c:]
         folded = _eval_affine(bn)
         if folded is None:
-            own, nb = F.linear(rows, w_own), F.linear(rows, w_nb)
+            own, h = w_own @ cols, w_diff @ diff
         else:
-            scale, shift = folded
-            own = F.linear(rows, w_own * scale.unsqueeze(1), shift)
-            nb = F.linear(rows, w_nb * scale.unsqueeze(1))
-        flat = (idx + torch.arange(b, device=x.device).view(b, 1, 1) * n).reshape(-1)
-        h = torch.index_select(nb, 0, flat).view(b, n, k, -1) + own.view(b, n, 1, -1)
-        h = h.view(b * n * k, -1)  # one row per edge
-        h = act(h if folded is not None else _batch_norm_rows(bn, h))
+            scale, shift = folded[0].unsqueeze(1), folded[1].unsqueeze(1)
+            own, h = torch.addmm(shift, w_own * scale, cols), (w_diff * scale) @ diff
+        h = (h.view(-1, b, n, k) + own.view(-1, b, n, 1)).view(-1, b * n * k)
+        h = _activate(act, h if folded is not None else _batch_norm_columns(bn, h))
         for i in range(3, len(self.mlp), 3):
             conv, bn, act = self.mlp[i], self.mlp[i + 1], self.mlp[i + 2]
-            weight = conv.weight.flatten(1)
-            folded = _eval_affine(bn)
-            if folded is None:
-                h = _batch_norm_rows(bn, F.linear(h, weight))
-            else:
-                h = F.linear(h, weight * folded[0].unsqueeze(1), folded[1])
-            h = act(h)
-        h = h.view(b, n, k, -1)
+            h, bn_done = _matmul(conv.weight.flatten(1), h, bn)
+            h = _activate(act, h if bn_done else _batch_norm_columns(bn, h))
+        h = h.view(-1, b, n, k)
         w = valid.to(h.dtype)
         alone = ~valid[..., 0]  # no neighbour at all: slot 0 is the self-edge, use it
         w[..., 0] = torch.where(alone, 1.0, w[..., 0])
-        h = (h * w.unsqueeze(-1)).sum(2) / w.sum(-1, keepdim=True)  # [B, N, C']
-        return self.act(h.transpose(1, 2) + self.shortcut(x))
+        h = (h * w).sum(-1) / w.sum(-1)  # [C', B, N]: mean over the real neighbours
+        if isinstance(self.shortcut, nn.Identity):
+            shortcut = cols
+        else:
+            conv, bn = self.shortcut[0], self.shortcut[1]
+            shortcut, bn_done = _matmul(conv.weight.flatten(1), cols, bn)
+            if not bn_done:
+                shortcut = _batch_norm_columns(bn, shortcut)
+        return self.act(h + shortcut.view(-1, b, n)).transpose(0, 1)
 
 
 def _pairs(name: str, value: Sequence, *, allow_empty: bool = False) -> list[tuple]:

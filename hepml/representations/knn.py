@@ -12,8 +12,10 @@ Definitions shared by both functions:
   (``cdist`` without its matrix-product shortcut), so equal geometric distances compare
   equal and the choice is reproducible.
 - **Ties**: neighbours are ordered by (distance, index): of two points at the same
-  distance, the one with the smaller index comes first. The selection is a stable sort
-  of the distances, not ``topk``, whose order among equal values is not specified.
+  distance, the one with the smaller index comes first. The selection is exact: a
+  ``topk`` of integer keys that pack (distance, index) and are unique within a row (a
+  stable sort for float64), never a ``topk`` of the distances alone, whose order among
+  equal values is not specified.
 - **Padding**: points whose ``mask`` is False are never chosen as neighbours, and their
   own rows hold no valid neighbour.
 - **Self**: a point is not its own neighbour unless ``include_self=True`` (then, at
@@ -70,6 +72,24 @@ def _pairwise(points: torch.Tensor, periodic_dims: Sequence[int]) -> torch.Tenso
     return d.square().sum(-1)  # monotonic in the distance: same order
 
 
+def _nearest(dist: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``min(k, N)`` smallest entries of each row, ordered by (value, index).
+
+    ``dist`` holds non-negative distances (``inf`` allowed). On CPU and CUDA, a value of
+    at most 32 bits is packed with its index into one int64 key (a non-negative float
+    orders as its bit pattern does as an integer), and the keys, unique within a row, go
+    through ``topk``, which is faster than a full sort. float64 values, and other
+    devices, use a stable sort.
+    """
+    n = dist.shape[-1]
+    k = min(k, n)
+    if dist.dtype == torch.float64 or dist.device.type not in ("cpu", "cuda"):
+        return torch.sort(dist, dim=-1, stable=True).indices[..., :k]
+    keys = dist.float().view(torch.int32).to(torch.int64)
+    keys.bitwise_left_shift_(32).bitwise_or_(torch.arange(n, device=dist.device))
+    return keys.topk(k, dim=-1, largest=False, sorted=True).indices
+
+
 def knn_indices(points: torch.Tensor, k: int, mask: torch.Tensor | None = None, *,
                 include_self: bool = False, periodic_dims: Sequence[int] = ()) -> KNN:
     """The ``k`` nearest valid neighbours of every point of every jet.
@@ -115,10 +135,10 @@ def knn_indices(points: torch.Tensor, k: int, mask: torch.Tensor | None = None, 
     mask = mask.to(device=device, dtype=torch.bool)
     with torch.no_grad():
         dist = _pairwise(points.detach(), periodic_dims)
-        dist = dist.masked_fill(~mask.unsqueeze(1), math.inf)  # padded candidates
+        dist.masked_fill_(~mask.unsqueeze(1), math.inf)  # padded candidates (dist is new)
         if not include_self:
             dist.diagonal(dim1=1, dim2=2).fill_(math.inf)
-        order = torch.sort(dist, dim=-1, stable=True).indices[..., :k]  # (distance, index)
+        order = _nearest(dist, k)  # [B, N, min(k, N)], by (distance, index)
         # number of candidates of each point: the valid points, less itself
         n_cand = mask.sum(-1, keepdim=True) - (0 if include_self else 1)  # [B, 1]
         n_cand = torch.where(mask, n_cand, 0).clamp(min=0)  # [B, N]
