@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from hepml.config import from_mapping, to_dict
+from hepml.errors import ConfigError, UnknownKeyError
 
 __all__ = ["ConfigMixin", "Transform"]
 
@@ -27,6 +28,26 @@ class ConfigMixin:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, strings, numbers) that :meth:`from_dict` turns back into ``self``."""
         return to_dict(self)
+
+
+def check_names(key: str, value: Any, registry: Any, *, allow_empty: bool = False
+                ) -> tuple[str, ...]:
+    """The names listed under ``representation.<key>``, each checked against ``registry``.
+
+    A single string counts as a list of one. An unknown name raises
+    :class:`~hepml.errors.UnknownKeyError` with the closest valid one suggested; an empty
+    list (unless ``allow_empty``) or a name given twice raises ConfigError.
+    """
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or (not names and not allow_empty):
+        raise ConfigError(f"representation.{key}: expected a {'' if allow_empty else 'non-empty '}"
+                          f"list of names from {', '.join(registry)}, got {value!r}")
+    for name in names:
+        if name not in registry:
+            raise UnknownKeyError(str(name), registry, where=f"representation.{key}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"representation.{key}: {list(names)} lists a name twice")
+    return tuple(names)
 
 
 class Transform:

@@ -82,8 +82,8 @@ import torch
 
 from hepml.errors import BadValueError, ConfigError, MissingBranchError, UnknownKeyError
 from hepml.representations._arrays import check_finite
-from hepml.representations._transform import ConfigMixin, Transform
-from hepml.representations.knn import knn_indices
+from hepml.representations._transform import ConfigMixin, Transform, check_names
+from hepml.representations.knn import knn_indices, node_mask
 
 log = logging.getLogger(__name__)
 
@@ -185,20 +185,6 @@ def _positive_int(key: str, value: Any) -> int:
     return int(value)
 
 
-def _names(key: str, value: Any, registry: Mapping[str, Any], *,
-           allow_empty: bool = True) -> tuple[str, ...]:
-    names = (value,) if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or (not names and not allow_empty):
-        raise ConfigError(f"{key}: expected a list of names from {', '.join(registry)}, "
-                          f"got {value!r}")
-    for name in names:
-        if name not in registry:
-            raise UnknownKeyError(str(name), registry, where=f"representation.{key}")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{key}: {list(names)} lists a name twice")
-    return tuple(names)
-
-
 def _extras(value: Any, collections: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"extras: expected a mapping of collection to a list of field "
@@ -258,7 +244,7 @@ class EventGraphConfig(ConfigMixin):
     edge_features: tuple[str, ...] = ("delta_r", "log_mass")
 
     def __post_init__(self) -> None:
-        collections = _names("collections", self.collections, COLLECTIONS)
+        collections = check_names("collections", self.collections, COLLECTIONS, allow_empty=True)
         if not isinstance(self.met, bool):
             raise ConfigError(f"met: expected true or false, got {self.met!r}")
         if not collections and not self.met:
@@ -269,9 +255,11 @@ class EventGraphConfig(ConfigMixin):
         object.__setattr__(self, "max_nodes", _positive_int("max_nodes", self.max_nodes))
         object.__setattr__(self, "k", _positive_int("k", self.k))
         object.__setattr__(self, "node_features",
-                           _names("node_features", self.node_features, EVENT_NODE_FEATURES))
+                           check_names("node_features", self.node_features, EVENT_NODE_FEATURES,
+                                       allow_empty=True))
         object.__setattr__(self, "edge_features",
-                           _names("edge_features", self.edge_features, EVENT_EDGE_FEATURES))
+                           check_names("edge_features", self.edge_features, EVENT_EDGE_FEATURES,
+                                       allow_empty=True))
         if self.edges not in _EDGES:
             raise ConfigError(f"edges: {self.edges!r} is not one of "
                               f"{', '.join(map(repr, _EDGES))}")
@@ -551,12 +539,7 @@ def padded_to_sparse(x: torch.Tensor, neighbors: torch.Tensor, edge_attr: torch.
     if edge_attr is not None and (edge_attr.dim() != 4 or edge_attr.shape[:3] != (b, n, k)):
         raise BadValueError(f"edge_attr: expected [{b}, {n}, {k}, E] to match neighbors, got "
                             f"shape {tuple(edge_attr.shape)}")
-    if mask is None:
-        mask = torch.ones(b, n, dtype=torch.bool, device=device)
-    elif mask.shape != (b, n):
-        raise BadValueError(f"mask: expected shape {(b, n)} to match x, got "
-                            f"{tuple(mask.shape)}")
-    mask = mask.to(device=device, dtype=torch.bool)
+    mask = node_mask(mask, b, n, device, against="x")
     neighbors = neighbors.to(device=device, dtype=torch.long)
     if neighbors.numel() and (int(neighbors.min()) < -1 or int(neighbors.max()) >= n):
         raise BadValueError(f"neighbors: indices must lie in [-1, {n - 1}], got "

@@ -75,7 +75,7 @@ import torch
 from hepml._fastjet import fastjet as _import_fastjet
 from hepml.errors import BadValueError, ConfigError
 from hepml.representations._arrays import _field, _flatten
-from hepml.representations._transform import ConfigMixin, Transform
+from hepml.representations._transform import ConfigMixin, Transform, check_names
 
 log = logging.getLogger(__name__)
 
@@ -204,21 +204,7 @@ class JetImageConfig(ConfigMixin):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         if self.normalize not in _NORMALIZE:
             raise ConfigError(f"normalize: {self.normalize!r} is not one of 'sum', 'max' or null")
-        channels = (self.channels,) if isinstance(self.channels, str) else self.channels
-        if not isinstance(channels, (list, tuple)) or not channels:
-            raise ConfigError(f"channels: expected a non-empty list of {sorted(CHANNELS)}, "
-                              f"got {self.channels!r}")
-        for ch in channels:
-            if ch not in CHANNELS:
-                from hepml.errors import closest
-
-                hint = closest(str(ch), CHANNELS)
-                raise ConfigError(f"channels: unknown channel {ch!r}."
-                                  f"{f' Did you mean {hint[0]!r}?' if hint else ''} "
-                                  f"Valid channels: {', '.join(CHANNELS)}.")
-        if len(set(channels)) != len(channels):
-            raise ConfigError(f"channels: {list(channels)} lists a channel twice")
-        set_(self, "channels", tuple(channels))
+        set_(self, "channels", check_names("channels", self.channels, CHANNELS))
         if self.dtype not in _DTYPES:
             raise ConfigError(
                 f"dtype: {self.dtype!r} is not one of {', '.join(map(repr, _DTYPES))}")

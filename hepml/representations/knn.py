@@ -56,6 +56,22 @@ class KNN(NamedTuple):
     valid: torch.Tensor
 
 
+def node_mask(mask: torch.Tensor | None, b: int, n: int, device: torch.device, *,
+              against: str) -> torch.Tensor:
+    """``mask`` as a bool ``[b, n]`` tensor on ``device`` (all True when ``None``).
+
+    Raises:
+        BadValueError: The shape is not ``[b, n]`` (``against`` names the tensor it must
+            match).
+    """
+    if mask is None:
+        return torch.ones(b, n, dtype=torch.bool, device=device)
+    if mask.shape != (b, n):
+        raise BadValueError(f"mask: expected shape {(b, n)} to match {against}, got "
+                            f"{tuple(mask.shape)}")
+    return mask.to(device=device, dtype=torch.bool)
+
+
 def _check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"k: the number of neighbours must be a positive integer, got {k!r}")
@@ -127,12 +143,7 @@ def knn_indices(points: torch.Tensor, k: int, mask: torch.Tensor | None = None, 
         raise BadValueError(f"periodic_dims {tuple(periodic_dims)}: points have only {dim} "
                             "dimensions")
     device = points.device
-    if mask is None:
-        mask = torch.ones(b, n, dtype=torch.bool, device=device)
-    elif mask.shape != (b, n):
-        raise BadValueError(f"mask: expected shape {(b, n)} to match points "
-                            f"{tuple(points.shape)}, got {tuple(mask.shape)}")
-    mask = mask.to(device=device, dtype=torch.bool)
+    mask = node_mask(mask, b, n, device, against="points")
     with torch.no_grad():
         dist = _pairwise(points.detach(), periodic_dims)
         dist.masked_fill_(~mask.unsqueeze(1), math.inf)  # padded candidates (dist is new)

@@ -35,9 +35,9 @@ import awkward as ak
 import numpy as np
 import torch
 
-from hepml.errors import BadValueError, ConfigError, closest
+from hepml.errors import BadValueError, ConfigError
 from hepml.representations._arrays import _field, _flatten, check_finite
-from hepml.representations._transform import ConfigMixin, Transform
+from hepml.representations._transform import ConfigMixin, Transform, check_names
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +113,6 @@ _JET_FIELDS = ("jet_pt", "jet_energy")
 _SORT_BY = ("pt", "none")
 
 
-def _names(key: str, value: Any) -> tuple[str, ...]:
-    names = (value,) if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not names:
-        raise ConfigError(f"{key}: expected a non-empty list of {sorted(FEATURES)}, "
-                          f"got {value!r}")
-    for name in names:
-        if name not in FEATURES:
-            hint = closest(str(name), FEATURES)
-            raise ConfigError(f"{key}: unknown feature {name!r}."
-                              f"{f' Did you mean {hint[0]!r}?' if hint else ''} "
-                              f"Valid features: {', '.join(FEATURES)}.")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{key}: {list(names)} lists a feature twice")
-    return tuple(names)
-
-
 @dataclasses.dataclass(frozen=True)
 class ParticleCloudConfig(ConfigMixin):
     """How particle clouds are made; checked when constructed.
@@ -154,8 +138,8 @@ class ParticleCloudConfig(ConfigMixin):
         if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
             raise ConfigError(f"max_particles: expected a positive integer, got {p!r}")
         object.__setattr__(self, "max_particles", int(p))
-        object.__setattr__(self, "features", _names("features", self.features))
-        object.__setattr__(self, "coords", _names("coords", self.coords))
+        object.__setattr__(self, "features", check_names("features", self.features, FEATURES))
+        object.__setattr__(self, "coords", check_names("coords", self.coords, FEATURES))
         if self.sort_by not in _SORT_BY:
             raise ConfigError(f"sort_by: {self.sort_by!r} is not one of "
                               f"{', '.join(map(repr, _SORT_BY))}")

@@ -255,7 +255,7 @@ def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: S
     metrics.update(extra or {})
     plots: list[Path] = []
     roc = evaluation.roc_curve(sig_score, is_signal)
-    roc_cpu = evaluation.RocCurve(*(t.cpu() if isinstance(t, torch.Tensor) else t for t in roc))
+    roc_cpu = _cpu(roc)
     name = run_config.get("model", {}).get("kind", "model") if run_config else "model"
     plots += evaluation.plot_rejection({name: roc_cpu}, out_dir / "rejection")
     plots += evaluation.plot_roc({name: roc_cpu}, out_dir / "roc")
@@ -518,6 +518,20 @@ def evaluate(files: Sequence[str], out_dir: str | Path, *, signal_class: str | N
                           title=f"evaluation of {len(paths)} prediction file(s)")
 
 
+def _cpu(roc: evaluation.RocCurve) -> evaluation.RocCurve:
+    """The ROC curve with its tensors moved to the CPU, for plotting."""
+    return evaluation.RocCurve(*(t.cpu() if isinstance(t, torch.Tensor) else t for t in roc))
+
+
+def _prediction_files(run_dir: Path) -> list[Path]:
+    """The prediction friend trees a run wrote for its input files."""
+    files = sorted((run_dir / "predictions").glob("*.predictions.root"))
+    if not files:
+        raise ConfigError(f"{run_dir}: no predictions/*.predictions.root; "
+                          "is this a run directory?")
+    return files
+
+
 def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None,
             split: str = "test", device: str = "auto", working_points: Sequence[float] = (0.3, 0.5)
             ) -> dict[str, Any]:
@@ -540,9 +554,7 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Seque
     dev = resolve_device(device)
     curves, table, reference = {}, {}, None
     for k, run_dir in enumerate(map(Path, run_dirs)):
-        files = sorted((run_dir / "predictions").glob("*.predictions.root"))
-        if not files:
-            raise ConfigError(f"{run_dir}: no predictions/*.predictions.root; is this a run directory?")
+        files = _prediction_files(run_dir)
         keys = open_tree(files[0], "predictions").keys()
         scores_names = [b for b in keys if b.startswith("score_")]
         arrays = read([str(f) for f in files], "predictions", scores_names + ["label", "split"])
@@ -560,14 +572,8 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Seque
         name = names[k] if names and k < len(names) else f"{cfg.get('model', {}).get('kind', 'model')} ({run_dir.name})"
         s = torch.from_numpy(ak.to_numpy(arrays[f"score_{signal}"])[which]).to(dev)
         y = torch.from_numpy(labels[which] == scores_names.index(f"score_{signal}")).to(dev)
-        roc = evaluation.roc_curve(s, y)
-        curves[name] = evaluation.RocCurve(*(t.cpu() if isinstance(t, torch.Tensor) else t for t in roc))
-        rej = {}
-        for wp in working_points:
-            value, err = evaluation.rejection_at(roc, wp)
-            rej[str(wp)] = {"value": float(value), "uncertainty": float(err)}
-        table[name] = {"auc": evaluation.auc(roc.fpr, roc.tpr), "rejection": rej,
-                       "n_entries": int(which.sum()), "run_dir": str(run_dir)}
+        row, curves[name] = _rejection_row(s, y, working_points)
+        table[name] = {**row, "n_entries": int(which.sum()), "run_dir": str(run_dir)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluation.plot_rejection(curves, out_dir / "compare_rejection", title=f"{split} split")
@@ -587,8 +593,7 @@ def _rejection_row(scores: torch.Tensor, is_signal: torch.Tensor, working_points
            "rejection": {str(wp): {"value": float(v), "uncertainty": float(e)}
                          for wp, v, e in zip(working_points, values.tolist(), errors.tolist(),
                                              strict=True)}}
-    cpu = evaluation.RocCurve(*(t.cpu() if isinstance(t, torch.Tensor) else t for t in roc))
-    return row, cpu
+    return row, _cpu(roc)
 
 
 def generator_shift(run_dir: str | Path, samples: dict[str, Sequence[str]], out_dir: str | Path, *,
@@ -631,9 +636,7 @@ def generator_shift(run_dir: str | Path, samples: dict[str, Sequence[str]], out_
     data_cfg = from_mapping(DataConfig, state["config"]["data"], where="checkpoint data")
     class_names, sig = list(data_cfg.class_names), data_cfg.signal_index
     dev = resolve_device(device)
-    files = sorted((run_dir / "predictions").glob("*.predictions.root"))
-    if not files:
-        raise ConfigError(f"{run_dir}: no predictions/*.predictions.root; is this a run directory?")
+    files = _prediction_files(run_dir)
     score_name = f"score_{class_names[sig]}"
     arrays = read([str(f) for f in files], "predictions", [score_name, "label", "split"])
     test = ak.to_numpy(arrays["split"]) == SPLIT_NAMES.index("test")
