@@ -137,3 +137,14 @@ def test_mixed_precision_on_cuda(tmp_path):
     t = _trainer(tmp_path, epochs=2, device="cuda", mixed_precision=True)
     hist = t.fit(*_sets())
     assert t.amp and math.isfinite(hist[-1]["val_loss"])
+
+
+def test_epoch_log_names_the_unit(tmp_path, caplog):
+    torch.manual_seed(0)
+    model = build_model(SPEC["kind"], **SPEC["kwargs"])
+    t = Trainer(model, TrainingConfig(epochs=1, batch_size=32, device="cpu"), run_dir=tmp_path,
+                model_spec=SPEC, seed=3, unit="event")
+    with caplog.at_level("INFO", logger="hepml.training.trainer"):
+        t.fit(*_sets())
+    lines = [m for m in (r.getMessage() for r in caplog.records) if m.startswith("epoch 1/1")]
+    assert len(lines) == 1 and " events/s" in lines[0]

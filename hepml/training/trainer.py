@@ -276,7 +276,7 @@ class Trainer:
             self._save(LAST)
             log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f %ss/s%s",
                      epoch, c.epochs, tr["loss"], tr["accuracy"], va["loss"], va["accuracy"],
-                     tr["items_per_s"], " *" if improved else "")
+                     tr["items_per_s"], self.unit, " *" if improved else "")
         if c.early_stopping_patience and self.bad_epochs >= c.early_stopping_patience:
             log.info("early stopping: no validation improvement for %d epochs (best epoch %d)",
                      self.bad_epochs, self.best_epoch)
