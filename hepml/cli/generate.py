@@ -3,7 +3,8 @@
 ``hepml generate jets`` writes boosted jets in the JetClass layout, one entry per jet;
 ``hepml generate events`` writes whole events as collections of reconstructed objects
 (jets with b-tags, electrons, muons, photons, missing transverse momentum), one entry per
-event.
+event; ``hepml generate hits`` writes the hits of charged particles in a barrel silicon
+tracker (TrackML layout, with pile-up), one entry per event.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``generate`` and its sub-subcommands on ``subparsers``."""
     parser = subparsers.add_parser(
         "generate",
-        help="generate input data (jets or events from Pythia 8 + FastJet)",
+        help="generate input data (jets, events or tracker hits from Pythia 8)",
         description="Generate input data and write it as ROOT files.",
     )
     kinds = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
     _add_jets(kinds)
     _add_events(kinds)
+    _add_hits(kinds)
     return parser
 
 
@@ -36,23 +38,35 @@ def _add_common_options(
     *,
     sqrt_s: float,
     process_help: str,
+    mixture: bool = True,
+    batch_size: int = 100,
+    batch_help: str = "events per Pythia.nextBatch call, for speed and memory only",
 ) -> None:
     """Add the options every Pythia generator takes.
 
     These are the processes and counts, output, seeds, workers, beam energy, shower
-    switches and raw Pythia settings.
+    switches and raw Pythia settings. With ``mixture=False`` one process and one count
+    are taken.
     """
     from hepml.simulation.jets import MAX_SEED
 
-    p.add_argument("--process", nargs="+", choices=processes, default=[processes[0]],
-                   help=f"process(es): {process_help}; several are mixed into one shuffled "
-                   f"file (default: {processes[0]})")
-    p.add_argument(f"--n-{unit}s", nargs="+", type=int, required=True, metavar="N",
-                   help=f"number of {unit}s, one value for all processes or one per process")
+    if mixture:
+        p.add_argument("--process", nargs="+", choices=processes, default=[processes[0]],
+                       help=f"process(es): {process_help}; several are mixed into one "
+                       f"shuffled file (default: {processes[0]})")
+        p.add_argument(f"--n-{unit}s", nargs="+", type=int, required=True, metavar="N",
+                       help=f"number of {unit}s, one value for all processes or one per "
+                       "process")
+        seed_help = "worker i of process k uses Pythia seed (seed + k) * 1000 + i + 1"
+    else:
+        p.add_argument("--process", choices=processes, default=processes[0],
+                       help=f"process: {process_help} (default: %(default)s)")
+        p.add_argument(f"--n-{unit}s", type=int, required=True, metavar="N",
+                       help=f"number of {unit}s")
+        seed_help = "worker i uses Pythia seed seed * 1000 + i + 1"
     p.add_argument("--out", required=True, metavar="FILE.root", help="output ROOT file")
     p.add_argument("--seed", type=int, default=1,
-                   help=f"master seed (0..{MAX_SEED}); worker i of process k uses Pythia "
-                   "seed (seed + k) * 1000 + i + 1 (default: %(default)s)")
+                   help=f"master seed (0..{MAX_SEED}); {seed_help} (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1,
                    help="parallel worker processes; the output depends on this number "
                    "(default: %(default)s)")
@@ -67,9 +81,8 @@ def _add_common_options(
     p.add_argument("--set", dest="settings", action="append", default=[],
                    metavar='"Name:key = value"',
                    help="extra Pythia setting, applied last; repeat for several")
-    p.add_argument("--batch-size", type=int, default=100,
-                   help="events per Pythia.nextBatch call, for speed and memory only "
-                   "(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=batch_size,
+                   help=f"{batch_help} (default: %(default)s)")
 
 
 def _pythia_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,3 +284,100 @@ def _run_events(args: argparse.Namespace) -> int:
         for k, proc in enumerate(processes)
     ]
     return _write(generate_events, generate_event_mixture, configs, counts, args, "events")
+
+
+def _add_hits(kinds: Any) -> None:
+    from hepml.simulation.tracker import PROCESSES, HitSimulationConfig
+
+    d = HitSimulationConfig()
+    p = kinds.add_parser(
+        "hits",
+        help="hits of charged particles in a barrel silicon tracker (TrackML layout)",
+        description=(
+            "Generate proton-proton events with Pythia 8 (particles with c*tau > 10 mm "
+            "stable), overlay Poisson-distributed minimum-bias pile-up interactions, each "
+            "at its own primary vertex, and propagate every charged final-state particle "
+            "with pT and |eta| above the cuts as a helix in a solenoidal field through the "
+            "ten barrel layers of the TrackML detector: multiple scattering (Highland) in "
+            "each layer, no energy loss, Gaussian hit smearing, per-layer inefficiency and "
+            "random noise hits. Writes one entry per event to a ROOT TTree named 'hits': "
+            "hit_* (positions in mm, TrackML volume/layer/module ids, particle_id, true "
+            "momentum at the hit), particle_* (truth of the propagated particles), vertex_* "
+            "and n_pileup. The geometry and all settings are stored in the file's metadata. "
+            "The same arguments always give the same file content."
+        ),
+    )
+    _add_common_options(
+        p, PROCESSES, "event", sqrt_s=d.sqrt_s, mixture=False, batch_size=d.batch_size,
+        batch_help="events per Pythia.nextBatch call and per vectorised propagation; the "
+        "Pythia events do not depend on it, the detector simulation's random numbers do",
+        process_help="ttbar (inclusive top pairs), minbias (SoftQCD:nonDiffractive)",
+    )
+    p.add_argument("--pileup", type=float, default=d.pileup, metavar="MU",
+                   help="mean number of minimum-bias interactions overlaid on each event "
+                   "(Poisson; default: %(default)s)")
+    p.add_argument("--field", type=float, default=d.b_field, metavar="TESLA",
+                   help="solenoid field along +z in tesla; 0 for straight tracks "
+                   "(default: %(default)s)")
+    p.add_argument("--pt-min", type=float, default=d.pt_min,
+                   help="charged particles need pT above this, GeV (default: %(default)s)")
+    p.add_argument("--eta-max", type=float, default=d.eta_max,
+                   help="charged particles need |eta| below this (default: %(default)s)")
+    p.add_argument("--geometry", metavar="FILE.json", default=None,
+                   help='tracker layers as JSON, {"layers": [{"radius": ..., "half_length": '
+                   '..., "volume_id": ..., "layer_id": ..., "sigma_rphi": ..., "sigma_z": '
+                   '..., "x_over_x0": ..., "inefficiency": ..., "noise": ..., "n_phi": ..., '
+                   '"n_z": ...}, ...]} in mm, innermost first (default: the TrackML barrel)')
+    p.add_argument("--noise-per-layer", type=int, default=None, metavar="N",
+                   help="random noise hits per layer and event, for every layer (default: "
+                   "the geometry's, 20)")
+    p.add_argument("--inefficiency", type=float, default=None, metavar="F",
+                   help="probability that a true hit is lost, for every layer (default: "
+                   "the geometry's, 0.01)")
+    p.add_argument("--no-scattering", action="store_true",
+                   help="switch off multiple scattering in the layers")
+    p.add_argument("--no-smearing", action="store_true",
+                   help="store the true crossing points as the measured hit positions")
+    p.add_argument("--vertex-sigma-z", type=float, default=d.vertex_sigma_z, metavar="MM",
+                   help="width of the primary-vertex z distribution in mm "
+                   "(default: %(default)s)")
+    p.add_argument("--vertex-sigma-xy", type=float, default=d.vertex_sigma_xy, metavar="MM",
+                   help="width of the primary-vertex x and y distributions in mm "
+                   "(default: %(default)s)")
+    p.set_defaults(func=_run_hits)
+
+
+def _run_hits(args: argparse.Namespace) -> int:
+    from hepml.errors import ConfigError
+    from hepml.simulation.tracker import HitSimulationConfig, TrackerGeometry, generate_hits
+
+    if args.n_events < 1:
+        raise ConfigError(f"--n-events must be positive; got {args.n_events}")
+    geometry = (TrackerGeometry.from_json(args.geometry) if args.geometry
+                else TrackerGeometry.default())
+    changes: dict[str, Any] = {}
+    if args.noise_per_layer is not None:
+        changes["noise"] = args.noise_per_layer
+    if args.inefficiency is not None:
+        changes["inefficiency"] = args.inefficiency
+    if changes:
+        geometry = geometry.with_layers(**changes)
+    config = HitSimulationConfig(
+        process=args.process,
+        pileup=args.pileup,
+        b_field=args.field,
+        pt_min=args.pt_min,
+        eta_max=args.eta_max,
+        geometry=geometry,
+        multiple_scattering=not args.no_scattering,
+        smearing=not args.no_smearing,
+        vertex_sigma_z=args.vertex_sigma_z,
+        vertex_sigma_xy=args.vertex_sigma_xy,
+        seed=args.seed,
+        **_pythia_kwargs(args),
+    )
+    progress = not os.environ.get("TQDM_DISABLE")
+    path = generate_hits(config, args.out, args.n_events, progress=progress)
+    print(f"wrote {args.n_events} {config.process} events (pile-up mu = {config.pileup:g}) "
+          f"to {path}")
+    return 0

@@ -4,7 +4,9 @@
   (JetClass layout);
 * :mod:`hepml.simulation.events`: whole events reduced to reconstructed objects (jets
   with b-tags, isolated electrons, muons and photons, missing transverse momentum), one
-  entry per event.
+  entry per event;
+* :mod:`hepml.simulation.tracker`: hits of charged particles in a barrel silicon tracker
+  (TrackML layout) with pile-up, one entry per event.
 
 Only :mod:`hepml.tasks` and :mod:`hepml.cli` import this package; it writes files through
 :mod:`hepml.io` and returns where they went.
@@ -26,16 +28,32 @@ from hepml.simulation.jets import (
     generate_jets,
     generate_mixture,
 )
+from hepml.simulation.tracker import (
+    HitSimulationConfig,
+    Layer,
+    TrackerGeometry,
+    generate_hit_arrays,
+    generate_hits,
+    highland_theta0,
+    propagate,
+)
 
 __all__ = [
     "LABELS",
     "PROCESSES",
     "EventGenerationConfig",
+    "HitSimulationConfig",
     "JetGenerationConfig",
+    "Layer",
+    "TrackerGeometry",
     "generate_event_arrays",
     "generate_event_mixture",
     "generate_events",
+    "generate_hit_arrays",
+    "generate_hits",
     "generate_jet_arrays",
     "generate_jets",
     "generate_mixture",
+    "highland_theta0",
+    "propagate",
 ]
