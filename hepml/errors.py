@@ -18,6 +18,7 @@ __all__ = [
     "InputFileError",
     "MissingTreeError",
     "MissingBranchError",
+    "MissingColumnError",
     "BadValueError",
     "EmptyInputError",
     "CheckpointError",
@@ -100,6 +101,19 @@ class MissingBranchError(HepmlError, KeyError):
             f"Branches: {shown}"
         )
         self.path, self.tree, self.branch = path, tree, branch
+
+
+class MissingColumnError(HepmlError, KeyError):
+    """A text table (CSV) lacks a column that hepml needs."""
+
+    def __init__(self, path: str, column: str, available: Iterable[str], *,
+                 hint: str = "") -> None:
+        found = list(available)
+        super().__init__(
+            f"{path}: no column {column!r}.{_suggestion(column, found)} "
+            f"Columns found: {', '.join(found) or 'none'}.{' ' + hint if hint else ''}"
+        )
+        self.path, self.column = path, column
 
 
 class BadValueError(HepmlError, ValueError):

@@ -2,7 +2,7 @@
 
 Reading is chunked and validated (:mod:`hepml.io.reading`); writing makes TTrees and
 friend trees atomically (:mod:`hepml.io.writing`); workflow branch expressions live in
-:mod:`hepml.io.expressions`.
+:mod:`hepml.io.expressions`; TrackML's CSV events are read by :mod:`hepml.io.trackml`.
 """
 
 from hepml.io.expressions import parse as parse_expression
@@ -18,6 +18,7 @@ from hepml.io.reading import (
     read,
     resolve_fields,
 )
+from hepml.io.trackml import read_trackml, read_trackml_event
 from hepml.io.writing import METADATA_KEY, read_metadata, write_friend_tree, write_tree
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "parse_expression",
     "read",
     "read_metadata",
+    "read_trackml",
+    "read_trackml_event",
     "resolve_fields",
     "write_friend_tree",
     "write_tree",

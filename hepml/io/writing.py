@@ -130,7 +130,8 @@ def write_friend_tree(
 
     Args:
         path: Output file.
-        branches: Flat numpy arrays, one value (or fixed-size row) per input entry.
+        branches: One value (a number, a fixed-size row, or a list as an awkward array,
+            e.g. the track id of each hit of an event) per input entry.
         tree: Name of the friend TTree.
         n_entries: Entry count of the input tree; every branch must have exactly this length.
         source: The input file, recorded in the metadata.
@@ -146,7 +147,8 @@ def write_friend_tree(
     meta = dict(metadata or {})
     meta.update(friend_of=str(source) if source else None, friend_of_tree=source_tree,
                 n_entries=n_entries)
-    return write_tree(path, {k: np.asarray(v) for k, v in branches.items()},
+    return write_tree(path, {k: v if isinstance(v, ak.Array) else np.asarray(v)
+                             for k, v in branches.items()},
                       tree=tree, metadata=meta)
 
 
