@@ -5,7 +5,11 @@ Layers inside this package::
     metrics   tensors in, numbers out, on the tensors' device (ROC, AUC, rejection at
               fixed signal efficiency, bootstrap interval, confusion matrices, figures
               of merit, ``evaluate_binary`` / ``evaluate_multiclass``)
-    plots     CPU numpy arrays in, PNG + PDF files out (matplotlib, mplhep style)
+    tracking  the same for tracking: double-majority track matching, efficiency, fake
+              and duplicate rates, binned efficiencies, edge-classifier metrics, the
+              TrackML hit weights and score
+    plots     CPU numpy arrays in, PNG + PDF files out (matplotlib, mplhep style);
+              ``tracking_plots`` for efficiencies, event displays and edge scores
     report    metrics + plots + config -> one self-contained ``report.html`` and an
               atomically written ``metrics.json``
 
@@ -33,6 +37,18 @@ from hepml.evaluation.metrics import (
     roc_curve,
     threshold_at_efficiency,
 )
+from hepml.evaluation.tracking import (
+    BinnedEfficiency,
+    TrackMatch,
+    TrackmlScore,
+    edge_metrics,
+    efficiency_vs,
+    match_tracks,
+    reconstructable,
+    tracking_metrics,
+    trackml_score,
+    trackml_weights,
+)
 
 _LAZY = {
     "plot_rejection": "plots",
@@ -41,6 +57,9 @@ _LAZY = {
     "plot_confusion_matrix": "plots",
     "plot_history": "plots",
     "plot_mean_images": "plots",
+    "plot_efficiency": "tracking_plots",
+    "plot_event_display": "tracking_plots",
+    "plot_edge_scores": "tracking_plots",
     "write_report": "report",
     "write_metrics_json": "report",
 }
@@ -59,12 +78,25 @@ __all__ = [
     "evaluate_binary",
     "evaluate_multiclass",
     "json_safe",
+    "TrackMatch",
+    "BinnedEfficiency",
+    "TrackmlScore",
+    "match_tracks",
+    "reconstructable",
+    "tracking_metrics",
+    "efficiency_vs",
+    "edge_metrics",
+    "trackml_weights",
+    "trackml_score",
     "plot_rejection",
     "plot_roc",
     "plot_score_distributions",
     "plot_confusion_matrix",
     "plot_history",
     "plot_mean_images",
+    "plot_efficiency",
+    "plot_event_display",
+    "plot_edge_scores",
     "write_report",
     "write_metrics_json",
 ]
