@@ -287,18 +287,21 @@ class ApplyConfig:
 class WorkflowConfig:
     """One job, as written in ``workflows/NAME.yaml``.
 
-    ``task`` is ``tagging`` (jets) or ``classification`` (events); both train a classifier
-    on a representation of the entries and differ only in wording of the report.
+    ``task`` is ``tagging`` (jets) or ``classification`` (events), which both train a
+    classifier on a representation of the entries and differ only in the wording of the
+    report, or ``tracking`` (tracker hits -> tracks). ``tracking`` holds the options of
+    track building and of the tracking metrics, checked by the tracking task itself.
     """
 
     name: str
-    task: typing.Literal["tagging", "classification"]
+    task: typing.Literal["tagging", "classification", "tracking"]
     data: DataConfig
     representation: dict = dataclasses.field(default_factory=dict)
     model: dict = dataclasses.field(default_factory=dict)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     apply: tuple[ApplyConfig, ...] = ()
+    tracking: dict = dataclasses.field(default_factory=dict)
     seed: int = 0
     runs_dir: str = "runs"
     description: str = ""
@@ -307,6 +310,12 @@ class WorkflowConfig:
         names = [a.name for a in self.apply]
         if len(set(names)) != len(names):
             raise ConfigError(f"apply: names must differ, got {names}")
+        if self.apply and self.task == "tracking":
+            raise ConfigError("apply: scoring further files is not part of 'task: tracking'; "
+                              "remove the apply section")
+        if self.tracking and self.task != "tracking":
+            raise ConfigError(f"tracking: this section only applies to 'task: tracking', "
+                              f"not to 'task: {self.task}'")
 
 
 def load_workflow(path: str | Path, overrides: Mapping[str, Any] | None = None) -> WorkflowConfig:

@@ -11,7 +11,8 @@ from hepml.errors import ConfigError
 
 #: Workflow ``task`` -> the module whose ``run(cfg, resume=...)`` carries it out. Jet
 #: tagging and event classification are the same job on different representations.
-TASKS = {"tagging": "hepml.tasks.tagging", "classification": "hepml.tasks.tagging"}
+TASKS = {"tagging": "hepml.tasks.tagging", "classification": "hepml.tasks.tagging",
+         "tracking": "hepml.tasks.tracking"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,6 +65,15 @@ def _run(args: argparse.Namespace) -> int:
         import json
 
         m = json.loads(metrics.read_text())
+        if "tracking" in m:
+            t, score = m["tracking"], m.get("trackml_score")
+            sel = t.get("selection", {})
+            parts = [f"track efficiency {t['efficiency']:.4f}" if isinstance(t.get("efficiency"), float) else "",
+                     f"fake rate {t['fake_rate']:.4f}" if isinstance(t.get("fake_rate"), float) else "",
+                     f"TrackML score {score:.4f}" if isinstance(score, float) else ""]
+            print(f"  pT > {sel.get('min_pt')} GeV: " + ", ".join(p for p in parts if p))
+            print(f"  report: {run_dir / 'report.html'}")
+            return 0
         auc = m.get("auc")
         rej = m.get("rejection", {})
         parts = [f"AUC {auc:.4f}" if isinstance(auc, float) else ""]

@@ -199,6 +199,7 @@ class Trainer:
         bar = tqdm(total=len(data), desc=desc, unit=self.unit, unit_scale=True, leave=False,
                    disable=None if distributed.is_main_process() else True)
         start = time.perf_counter()
+        classifies = False
         with torch.set_grad_enabled(train):
             for *inputs, target in data:
                 inputs = [x.to(self.device, non_blocking=True) for x in inputs]
@@ -219,6 +220,7 @@ class Trainer:
                 n = len(target)
                 totals[0] += loss.detach().double() * n
                 if out.ndim == 2 and target.ndim == 1 and not target.is_floating_point():
+                    classifies = True
                     totals[1] += (out.detach().argmax(1) == target).sum()
                 totals[2] += n
                 bar.update(n)
@@ -227,7 +229,9 @@ class Trainer:
         totals = distributed.all_reduce_sum(totals)
         seconds = time.perf_counter() - start
         n = max(totals[2].item(), 1.0)
-        return {"loss": totals[0].item() / n, "accuracy": totals[1].item() / n,
+        # accuracy only for class-index targets (not for regression or edge scores)
+        return {"loss": totals[0].item() / n,
+                "accuracy": totals[1].item() / n if classifies else math.nan,
                 "items_per_s": totals[2].item() / max(seconds, 1e-9)}
 
     def fit(self, train: ChunkedDataset, val: ChunkedDataset, *, resume: bool = False) -> list[dict[str, float]]:
@@ -274,8 +278,11 @@ class Trainer:
             if improved:
                 self._save(BEST)
             self._save(LAST)
-            log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f %ss/s%s",
-                     epoch, c.epochs, tr["loss"], tr["accuracy"], va["loss"], va["accuracy"],
+            acc = [f" acc {tr['accuracy']:.4f}", f" acc {va['accuracy']:.4f}"]
+            if math.isnan(tr["accuracy"]):
+                acc = ["", ""]
+            log.info("epoch %d/%d: train loss %.4f%s | val loss %.4f%s | %.0f %ss/s%s",
+                     epoch, c.epochs, tr["loss"], acc[0], va["loss"], acc[1],
                      tr["items_per_s"], self.unit, " *" if improved else "")
         if c.early_stopping_patience and self.bad_epochs >= c.early_stopping_patience:
             log.info("early stopping: no validation improvement for %d epochs (best epoch %d)",

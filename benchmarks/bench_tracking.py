@@ -1,0 +1,186 @@
+"""Tracking: events/s of the tracker simulation, hit-graph building and both trackers' inference.
+
+Usage::
+
+    python benchmarks/bench_tracking.py --file data_samples/tracker_hits_ttbar_pu10.root \
+        --threads 2 --repeat 3 [--gnn-run RUN_DIR] [--lstm-run RUN_DIR] [--generate 20]
+
+(a) Reading the hit branches of every event with ``hepml.io.Source`` -- the baseline of
+    (b)-(d), measured in the same run;
+(b) hit-graph building (windowed pair search with sorted keys and ``searchsorted``), and
+    the same candidate edges found by an all-pairs search per event and layer pair (dense
+    numpy) -- the baseline the windowed search replaces;
+(c) GNN tracker inference: graphs + interaction network + walkthrough (weights from
+    ``--gnn-run`` or, without it, untrained weights of the workflow's model: the cost is
+    the same);
+(d) LSTM tracker inference: triplet seeds + track following (weights from ``--lstm-run``
+    or untrained, which follows fewer hits and so is a lower bound of the cost);
+(e) with ``--generate N``: ``hepml generate hits`` for N ttbar events at the file's
+    pile-up, against Pythia's event generation alone for the same events.
+
+Best of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    from hepml.io import Source
+except ModuleNotFoundError:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+    from hepml.io import Source
+from hepml.io import read_metadata
+from hepml.models import build_model
+from hepml.representations.hits import HitArrays, layer_pair_edges, layer_pairs
+from hepml.tasks.tracking import task
+from hepml.training import load_checkpoint
+
+
+def best(fn, repeat: int) -> float:
+    """Shortest wall time of ``repeat`` calls of ``fn``."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def all_pairs(hits: HitArrays, pairs, phi_slope_max: float, z0_max: float) -> int:
+    """Candidate edges by testing every pair of hits on two layers of one event."""
+    n = 0
+    for ev in range(hits.n_events):
+        sel = hits.event == ev
+        for a, b in pairs:
+            ia = np.flatnonzero(sel & (hits.layer == a))
+            ib = np.flatnonzero(sel & (hits.layer == b))
+            dr = hits.r[ib][None, :] - hits.r[ia][:, None]
+            dz = hits.z[ib][None, :] - hits.z[ia][:, None]
+            dphi = (hits.phi[ib][None, :] - hits.phi[ia][:, None] + np.pi) % (2 * np.pi) - np.pi
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ok = (dr > 0) & (np.abs(dphi) < phi_slope_max * dr) & (
+                    np.abs(hits.z[ia][:, None] - hits.r[ia][:, None] * dz / dr) < z0_max)
+            n += int(ok.sum())
+    return n
+
+
+def model_of(workflow: Path, run_dir: str | None, representation) -> tuple[torch.nn.Module, str]:
+    if run_dir:
+        state = load_checkpoint(Path(run_dir) / "checkpoint_best.pt")
+        spec = state["model_spec"]
+        model = build_model(spec["kind"], **spec["kwargs"])
+        model.load_state_dict(state["model_state"])
+        return model.eval(), f"trained ({run_dir})"
+    cfg = yaml.safe_load(workflow.read_text())
+    kind = cfg["representation"]["kind"]
+    spec = task._model_spec(cfg["model"], representation, kind)
+    return build_model(spec["kind"], **spec["kwargs"]).eval(), "untrained"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--file", default=str(ROOT / "data_samples" / "tracker_hits_ttbar_pu10.root"))
+    p.add_argument("--tree", default="hits")
+    p.add_argument("--max-events", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--gnn-run", help="run directory of workflows/tracking_gnn.yaml")
+    p.add_argument("--lstm-run", help="run directory of workflows/tracking_lstm.yaml")
+    p.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="also time the simulation of N events")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, load average "
+          f"{os.getloadavg()[0]:.2f}")
+    fields = ["hit_x", "hit_y", "hit_z", "hit_layer", "hit_particle_id", *task.PARTICLE_TRUTH]
+    results: dict[str, float] = {}
+
+    def read():
+        src = Source([args.file], args.tree, fields, step_size=10**6, max_entries=args.max_events)
+        return src.read(src.chunks[0])
+
+    t_read = best(read, args.repeat)
+    events = read()
+    n_ev = len(events)
+    hits = HitArrays.from_awkward(events)
+    print(f"{args.file}: {n_ev} events, {len(hits) / n_ev:.0f} hits/event")
+    results["read_events_per_s"] = n_ev / t_read
+    print(f"(a) read (baseline):          {n_ev / t_read:9.1f} events/s")
+
+    gnn_wf, lstm_wf = ROOT / "workflows" / "tracking_gnn.yaml", ROOT / "workflows" / "tracking_lstm.yaml"
+    rep_g = task.build_representation(yaml.safe_load(gnn_wf.read_text())["representation"])
+    c = rep_g.config
+    t_graph = best(lambda: rep_g(events), args.repeat)
+    n_edges = int(rep_g(events)["n_edges"].sum())
+    sub = max(1, min(n_ev, 3))
+    hits_sub = HitArrays.from_awkward(events[:sub])
+    t_windows = best(lambda: layer_pair_edges(hits_sub, c.pairs, phi_slope_max=c.phi_slope_max,
+                                              z0_max=c.z0_max), args.repeat)
+    t_dense = best(lambda: all_pairs(hits_sub, c.pairs, c.phi_slope_max, c.z0_max), 1)
+    n_win = len(layer_pair_edges(hits_sub, c.pairs, phi_slope_max=c.phi_slope_max, z0_max=c.z0_max)[0])
+    n_dense = all_pairs(hits_sub, c.pairs, c.phi_slope_max, c.z0_max)
+    assert n_win == n_dense, (n_win, n_dense)
+    results.update(graph_events_per_s=n_ev / t_graph, edges_per_event=n_edges / n_ev,
+                   pair_search_speedup_vs_all_pairs=t_dense / t_windows)
+    print(f"(b) hit graphs:               {n_ev / t_graph:9.1f} events/s "
+          f"({n_edges / n_ev:.0f} edges/event; {t_graph / t_read:.2f}x the read time)")
+    print(f"    pair search, windowed vs all pairs ({sub} events, same {n_win} edges): "
+          f"{t_dense / t_windows:.0f}x faster")
+
+    tcfg = task.TrackingConfig()
+    dev = torch.device("cpu")
+    gnn, how = model_of(gnn_wf, args.gnn_run, rep_g)
+    t_gnn = best(lambda: task.find_tracks(gnn, rep_g, "hit_graph", events, tcfg, dev), args.repeat)
+    results["gnn_events_per_s"] = n_ev / t_gnn
+    print(f"(c) GNN tracker, {how}: {n_ev / t_gnn:9.2f} events/s")
+
+    rep_l = task.build_representation(yaml.safe_load(lstm_wf.read_text())["representation"])
+    lstm, how = model_of(lstm_wf, args.lstm_run, rep_l)
+    t_lstm = best(lambda: task.find_tracks(lstm, rep_l, "track_sequence", events, tcfg, dev),
+                  args.repeat)
+    results["lstm_events_per_s"] = n_ev / t_lstm
+    print(f"(d) LSTM tracker, {how}: {n_ev / t_lstm:9.2f} events/s "
+          f"(GNN/LSTM time ratio {t_gnn / t_lstm:.2f})")
+
+    if args.generate:
+        from hepml.simulation import HitSimulationConfig, generate_hit_arrays
+        from hepml.simulation._pythia import make_pythia
+
+        meta = read_metadata(args.file)
+        mu = float(meta.get("pileup", 0.0))
+        cfg = HitSimulationConfig(pileup=mu, seed=5)
+
+        def pythia_only():
+            pythia, _ = make_pythia(cfg, 5001)
+            mb, _ = make_pythia(cfg.pileup_config(), 5002)
+            n_mb = np.random.default_rng(5).poisson(mu, args.generate).sum()
+            pythia.nextBatch(args.generate)
+            if n_mb:
+                mb.nextBatch(int(n_mb))
+
+        t_py = best(pythia_only, 1)
+        t_sim = best(lambda: generate_hit_arrays(cfg, args.generate), 1)
+        results.update(generate_events_per_s=args.generate / t_sim,
+                       pythia_only_events_per_s=args.generate / t_py)
+        print(f"(e) generate hits (mu = {mu:g}): {args.generate / t_sim:9.2f} events/s; "
+              f"Pythia alone {args.generate / t_py:.2f} events/s "
+              f"(detector simulation adds {100 * (t_sim / t_py - 1):.0f}%)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
