@@ -15,14 +15,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import awkward as ak
 import numpy as np
 
 from hepml.errors import BadValueError, ConfigError
 from hepml.representations._arrays import _flatten, check_finite
 
 __all__ = ["HIT_FIELDS", "TRUTH_FIELDS", "PARTICLE_FIELDS", "HitArrays", "layer_pairs",
-           "layer_pair_edges", "wrap_phi"]
+           "layer_pair_edges", "window_ranges", "wrap_phi", "true_segments", "edge_truth"]
 
 #: Hit branches every tracker reads.
 HIT_FIELDS = ("hit_x", "hit_y", "hit_z", "hit_layer")
@@ -112,8 +111,8 @@ def layer_pairs(n_layers: int, max_skip: int = 1) -> list[tuple[int, int]]:
             if a + 1 + s < n_layers]
 
 
-def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For windows ``[lo_i, hi_i)``: the owner ``i`` and the position of every element."""
+def window_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For windows ``[lo_i, hi_i)`` of a sorted array: the owner ``i`` and position of every element."""
     n = np.maximum(hi - lo, 0)
     owner = np.repeat(np.arange(len(lo)), n)
     start = np.cumsum(n) - n
@@ -173,7 +172,7 @@ def layer_pair_edges(
         base = hits.event[inner] * span + (hits.phi[inner].astype(np.float64) + 2 * np.pi)
         lo = np.searchsorted(key, base - window, side="left")
         hi = np.searchsorted(key, base + window, side="right")
-        owner, pos = _ranges(lo, hi)
+        owner, pos = window_ranges(lo, hi)
         src, dst = inner[owner], cand[pos]
         dr = hits.r[dst] - hits.r[src]
         dz = hits.z[dst] - hits.z[src]
@@ -222,13 +221,3 @@ def edge_truth(hits: HitArrays, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return (true_keys[pos] == keys).astype(np.float32)
 
 
-__all__ += ["true_segments", "edge_truth"]
-
-
-def per_event(values: np.ndarray, event: np.ndarray, n_events: int) -> ak.Array:
-    """Split flat ``values`` (sorted by ``event``) into one list per event."""
-    counts = np.bincount(event, minlength=n_events)
-    return ak.unflatten(values, counts)
-
-
-__all__ += ["per_event"]

@@ -8,12 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from hepml.io import file_checksum
-from hepml.training import versions
+from hepml.errors import ConfigError
+from hepml.training import distributed, versions
 
-__all__ = ["make_run_dir", "write_json", "record_inputs"]
+__all__ = ["make_run_dir", "write_json", "record_inputs", "open_run_dir"]
 
 
 def make_run_dir(runs_dir: str | Path, name: str) -> Path:
@@ -43,3 +45,25 @@ def record_inputs(run_dir: Path, config: dict[str, Any], paths: list[str], entri
         {"path": os.path.abspath(p), "checksum": file_checksum(p), "entries": entries[p]} for p in paths
     ])
     write_json(run_dir / "versions.json", versions())
+
+
+def open_run_dir(runs_dir: str | Path, name: str, *, resume: str | Path | None,
+                 run_config: dict[str, Any], paths: list[str], entries: dict[str, int],
+                 split: np.ndarray) -> Path:
+    """The run directory of a job: a new one (config, inputs, versions and ``split.npy``
+    written by rank 0 and shared with every rank), or ``resume``'s after a check that it
+    holds a checkpoint to continue from.
+    """
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "checkpoint_last.pt").exists():
+            raise ConfigError(f"--resume {run_dir}: no checkpoint_last.pt there; give the run "
+                              "directory of an interrupted run")
+        return run_dir
+    main = distributed.is_main_process()
+    run_dir = make_run_dir(runs_dir, name) if main else None
+    run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
+    if main:
+        record_inputs(run_dir, run_config, paths, entries)
+        np.save(run_dir / "split.npy", split)
+    return run_dir

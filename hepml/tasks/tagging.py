@@ -47,7 +47,7 @@ from hepml.representations import (
     ParticleCloudConfig,
     ParticleClouds,
 )
-from hepml.tasks.rundir import make_run_dir, record_inputs
+from hepml.tasks.rundir import open_run_dir
 from hepml.training import ChunkedDataset, Trainer, distributed, load_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
@@ -323,18 +323,10 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}
     run_config["representation"] = {"kind": cfg.representation.get("kind", "jet_image"),
                                     **representation.to_dict()}
-    if resume:
-        run_dir = Path(resume)
-        if not (run_dir / "checkpoint_last.pt").exists():
-            raise ConfigError(f"--resume {run_dir}: no checkpoint_last.pt there; give the run "
-                              "directory of an interrupted run")
-    else:
-        run_dir = make_run_dir(cfg.runs_dir, cfg.name) if distributed.is_main_process() else None
-        run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
+    run_dir = open_run_dir(cfg.runs_dir, cfg.name, resume=resume, run_config=run_config,
+                           paths=data.source.paths, entries=data.source.entries,
+                           split=data.split)
     main = distributed.is_main_process()
-    if main and not resume:
-        record_inputs(run_dir, run_config, data.source.paths, data.source.entries)
-        np.save(run_dir / "split.npy", data.split)
     counts = np.bincount(data.split, minlength=3)
     log.info("%d entries from %d file(s): %s", data.source.num_entries, len(data.source.paths),
              ", ".join(f"{n} {s}" for n, s in zip(counts, SPLIT_NAMES)))

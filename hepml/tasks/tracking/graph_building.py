@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from hepml.errors import BadValueError, ConfigError, UnknownKeyError
+from hepml.representations.hits import window_ranges
 
 __all__ = ["METHODS", "tracks_from_edges"]
 
@@ -100,10 +101,7 @@ def _walkthrough(n_hits: int, src: np.ndarray, dst: np.ndarray,
         n_tracks += len(heads)
         while len(heads):
             # every kept out-edge of every head, best first; those to free hits
-            n_out = ptr[heads + 1] - ptr[heads]
-            owner = np.repeat(np.arange(len(heads)), n_out)
-            pos = np.arange(n_out.sum()) - np.repeat(np.cumsum(n_out) - n_out, n_out) \
-                + np.repeat(ptr[heads], n_out)
+            owner, pos = window_ranges(ptr[heads], ptr[heads + 1])
             free = track[dst[pos]] < 0
             owner, pos = owner[free], pos[free]
             # each head's best edge (the first of its run), then each target's best head

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from hepml.errors import BadValueError, ConfigError
-from hepml.representations.hits import HitArrays, _ranges, layer_pair_edges, wrap_phi
+from hepml.representations.hits import HitArrays, layer_pair_edges, window_ranges, wrap_phi
 from hepml.representations.track_sequences import TrackSequenceConfig, track_features
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def find_seeds(
         jb, jc = pair(b, c)
         order = np.argsort(jb, kind="stable")
         jb, jc = jb[order], jc[order]
-        owner, pos = _ranges(np.searchsorted(jb, ib, side="left"),
+        owner, pos = window_ranges(np.searchsorted(jb, ib, side="left"),
                              np.searchsorted(jb, ib, side="right"))
         h0, h1, h2 = ia[owner], ib[owner], jc[pos]
         dr1, dr2 = r[h1] - r[h0], r[h2] - r[h1]

@@ -42,7 +42,7 @@ from hepml.models.lstm_tracker import gaussian_nll
 from hepml.representations.hit_graphs import HitGraphConfig, HitGraphs
 from hepml.representations.hits import HitArrays
 from hepml.representations.track_sequences import TrackSequenceConfig, TrackSequences
-from hepml.tasks.rundir import make_run_dir, record_inputs
+from hepml.tasks.rundir import open_run_dir
 from hepml.tasks.tagging import SPLIT_NAMES, assign_split
 from hepml.tasks.tracking.graph_building import tracks_from_edges
 from hepml.tasks.tracking.lstm_following import find_seeds, follow_tracks
@@ -295,18 +295,10 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}
     run_config["representation"] = {"kind": kind, **representation.to_dict()}
     run_config["tracking"] = to_dict(tcfg)
-    if resume:
-        run_dir = Path(resume)
-        if not (run_dir / "checkpoint_last.pt").exists():
-            raise ConfigError(f"--resume {run_dir}: no checkpoint_last.pt there; give the run "
-                              "directory of an interrupted run")
-    else:
-        run_dir = make_run_dir(cfg.runs_dir, cfg.name) if distributed.is_main_process() else None
-        run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
+    run_dir = open_run_dir(cfg.runs_dir, cfg.name, resume=resume, run_config=run_config,
+                           paths=data.source.paths, entries=data.source.entries,
+                           split=data.split)
     main = distributed.is_main_process()
-    if main and not resume:
-        record_inputs(run_dir, run_config, data.source.paths, data.source.entries)
-        np.save(run_dir / "split.npy", data.split)
     counts = np.bincount(data.split, minlength=3)
     log.info("%d events from %d file(s): %s", data.source.num_entries, len(data.source.paths),
              ", ".join(f"{n} {s}" for n, s in zip(counts, SPLIT_NAMES, strict=True)))
