@@ -131,6 +131,8 @@ class DataConfig:
             Fields not listed are read under their own name.
         labels: One-hot flag branches, one per class, in class order (e.g.
             ``[label_QCD, label_Tbqq]``). Class ``i`` is the entry whose flag ``i`` is set.
+            An empty list (with an empty ``class_names``) means unlabelled data, which only
+            the anomaly scan accepts.
         class_names: Human names of the classes, same order as ``labels``.
         signal_class: The class treated as signal in binary metrics (default: the last).
         step_size: Entries per chunk read; bounds the memory used while reading.
@@ -157,8 +159,9 @@ class DataConfig:
                 f"data.labels has {len(self.labels)} entries but data.class_names has "
                 f"{len(self.class_names)}: give one name per label branch"
             )
-        if len(self.labels) < 2:
-            raise ConfigError("data.labels: a classifier needs at least two classes")
+        if len(self.labels) == 1:
+            raise ConfigError("data.labels: give at least two classes, or none for unlabelled "
+                              "data (anomaly scans of collision data)")
         if self.signal_class is not None and self.signal_class not in self.class_names:
             raise ConfigError(
                 f"data.signal_class {self.signal_class!r} is not one of {list(self.class_names)}"
@@ -289,12 +292,15 @@ class WorkflowConfig:
 
     ``task`` is ``tagging`` (jets) or ``classification`` (events), which both train a
     classifier on a representation of the entries and differ only in the wording of the
-    report, or ``tracking`` (tracker hits -> tracks). ``tracking`` holds the options of
-    track building and of the tracking metrics, checked by the tracking task itself.
+    report; ``tracking`` (tracker hits -> tracks); ``anomaly`` (an autoencoder trained on
+    background scans a sample for anomalous entries); or ``dqm`` (an autoencoder trained
+    on good lumisections flags bad ones). The sections named after a task (``tracking``,
+    ``anomaly``, ``dqm``) hold that task's own options, checked by the task itself, and
+    are accepted only with that task.
     """
 
     name: str
-    task: typing.Literal["tagging", "classification", "tracking"]
+    task: typing.Literal["tagging", "classification", "tracking", "anomaly", "dqm"]
     data: DataConfig
     representation: dict = dataclasses.field(default_factory=dict)
     model: dict = dataclasses.field(default_factory=dict)
@@ -302,6 +308,8 @@ class WorkflowConfig:
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     apply: tuple[ApplyConfig, ...] = ()
     tracking: dict = dataclasses.field(default_factory=dict)
+    anomaly: dict = dataclasses.field(default_factory=dict)
+    dqm: dict = dataclasses.field(default_factory=dict)
     seed: int = 0
     runs_dir: str = "runs"
     description: str = ""
@@ -310,12 +318,15 @@ class WorkflowConfig:
         names = [a.name for a in self.apply]
         if len(set(names)) != len(names):
             raise ConfigError(f"apply: names must differ, got {names}")
-        if self.apply and self.task == "tracking":
-            raise ConfigError("apply: scoring further files is not part of 'task: tracking'; "
+        if self.apply and self.task not in ("tagging", "classification"):
+            raise ConfigError(f"apply: scoring further files is not part of 'task: {self.task}'; "
                               "remove the apply section")
-        if self.tracking and self.task != "tracking":
-            raise ConfigError(f"tracking: this section only applies to 'task: tracking', "
-                              f"not to 'task: {self.task}'")
+        for section in ("tracking", "anomaly", "dqm"):
+            if getattr(self, section) and self.task != section:
+                raise ConfigError(f"{section}: this section only applies to 'task: {section}', "
+                                  f"not to 'task: {self.task}'")
+        if not self.data.labels and self.task in ("tagging", "classification"):
+            raise ConfigError("data.labels: a classifier needs at least two classes")
 
 
 def load_workflow(path: str | Path, overrides: Mapping[str, Any] | None = None) -> WorkflowConfig:

@@ -133,6 +133,15 @@ def test_friend_tree_matches_entries(small_file, tmp_path):
         write_friend_tree(tmp_path / "bad.root", {"score": np.zeros(4)}, n_entries=5)
 
 
+def test_fixed_size_histogram_branches_round_trip(tmp_path):
+    hists = np.arange(2 * 3 * 4, dtype=np.int32).reshape(2, 3, 4)
+    out = write_tree(tmp_path / "hists.root", {"h": hists, "lumi": np.array([1, 2], np.int32)},
+                     tree="lumis")
+    with uproot.open(out) as f:
+        assert f["lumis"]["h"].typename == "int32_t[3][4]"
+        np.testing.assert_array_equal(f["lumis"]["h"].array(library="np"), hists)
+
+
 def test_interrupted_write_keeps_old_file(small_file, tmp_path):
     before = small_file.read_bytes()
     with pytest.raises(ValueError):

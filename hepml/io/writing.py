@@ -58,7 +58,8 @@ def _group_branches(branches: Mapping[str, Any]) -> dict[str, Any]:
 
 def _branch_type(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        return value.dtype
+        # (N, a, b) numpy arrays become fixed-size branches (e.g. int32_t[a][b])
+        return value.dtype if value.ndim == 1 else np.dtype((value.dtype, value.shape[1:]))
     return value.type.content  # awkward ArrayType -> the per-entry type
 
 
@@ -80,7 +81,8 @@ def write_tree(
     Args:
         path: Output file; replaced only once the new file is complete.
         branches: Branch name to array (numpy, or awkward for jagged branches). All arrays
-            have the same length. Jagged branches sharing a prefix (``part_px``,
+            have the same length. A numpy array of shape ``(N, a, b, ...)`` becomes a
+            fixed-size branch (``type[a][b]``), e.g. one histogram per entry. Jagged branches sharing a prefix (``part_px``,
             ``part_pt``) share one counter branch (``npart``).
         tree: Name of the TTree.
         metadata: JSON-serialisable description of how the data were made (generator

@@ -52,6 +52,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def _float(out: Any) -> Any:
+    """The model output in float32: a tensor, or a dict of tensors (e.g. an autoencoder's
+    reconstruction, latent code and KL terms)."""
+    if isinstance(out, dict):
+        return {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+    return out.float()
+
+
 class Trainer:
     """Train and apply a model.
 
@@ -61,7 +69,8 @@ class Trainer:
         run_dir: Where checkpoints go (only rank 0 writes).
         model_spec: ``{"kind": ..., "kwargs": {...}}`` to rebuild the model from a checkpoint.
         run_config: The whole job configuration, stored in checkpoints.
-        loss_fn: Maps (outputs, targets) to a scalar; default cross-entropy.
+        loss_fn: Maps (outputs, targets) to a scalar; default cross-entropy. The outputs
+            are what the model returns: a tensor, or a dict of tensors.
         seed: Seed of weights initialisation-independent randomness (dropout, shuffling).
         unit: What one training example is (``jet``, ``event``...), for progress and logs.
     """
@@ -205,8 +214,8 @@ class Trainer:
                 inputs = [x.to(self.device, non_blocking=True) for x in inputs]
                 target = target.to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                    out = self.model(*inputs)
-                    loss = self.loss_fn(out.float(), target)
+                    out = _float(self.model(*inputs))
+                    loss = self.loss_fn(out, target)
                 if train:
                     total = loss + self._penalty()
                     self.optimizer.zero_grad(set_to_none=True)
@@ -219,7 +228,8 @@ class Trainer:
                     self.global_step += 1
                 n = len(target)
                 totals[0] += loss.detach().double() * n
-                if out.ndim == 2 and target.ndim == 1 and not target.is_floating_point():
+                if (isinstance(out, torch.Tensor) and out.ndim == 2 and target.ndim == 1
+                        and not target.is_floating_point()):
                     classifies = True
                     totals[1] += (out.detach().argmax(1) == target).sum()
                 totals[2] += n
