@@ -130,7 +130,9 @@ def open_tree(path: str | Path, tree: str) -> Any:
             f"{path}: not a ROOT file (it starts with {magic!r}, a ROOT file with b'root')"
         )
     try:
-        file = uproot.open(path)
+        # no uproot array cache: the readers above cache what they need, and uproot's
+        # default (100 MB per open file) would let memory grow with the number of files
+        file = uproot.open(path, array_cache=None)
         classes = file.classnames()
     except Exception as exc:  # uproot raises OSError, ValueError, DeserializationError...
         raise InputFileError(
