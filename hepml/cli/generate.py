@@ -4,7 +4,10 @@
 ``hepml generate events`` writes whole events as collections of reconstructed objects
 (jets with b-tags, electrons, muons, photons, missing transverse momentum), one entry per
 event; ``hepml generate hits`` writes the hits of charged particles in a barrel silicon
-tracker (TrackML layout, with pile-up), one entry per event.
+tracker (TrackML layout, with pile-up), one entry per event; ``hepml generate dqm`` writes a
+detector-monitoring run, one entry per lumisection holding calorimeter and tracker
+occupancy histograms accumulated from minimum-bias collisions, some with injected,
+labelled faults.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``generate`` and its sub-subcommands on ``subparsers``."""
     parser = subparsers.add_parser(
         "generate",
-        help="generate input data (jets, events or tracker hits from Pythia 8)",
+        help="generate input data (jets, events, tracker hits or DQM runs from Pythia 8)",
         description="Generate input data and write it as ROOT files.",
     )
     kinds = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
     _add_jets(kinds)
     _add_events(kinds)
     _add_hits(kinds)
+    _add_dqm(kinds)
     return parser
 
 
@@ -380,4 +384,104 @@ def _run_hits(args: argparse.Namespace) -> int:
     path = generate_hits(config, args.out, args.n_events, progress=progress)
     print(f"wrote {args.n_events} {config.process} events (pile-up mu = {config.pileup:g}) "
           f"to {path}")
+    return 0
+
+
+def _add_dqm(kinds: Any) -> None:
+    from hepml.simulation.dqm import FAULTS, MAX_SEED, DQMConfig
+
+    d = DQMConfig()
+    p = kinds.add_parser(
+        "dqm",
+        help="a detector-monitoring run: lumisections of occupancy histograms with faults",
+        description=(
+            "Simulate a data-quality-monitoring run. A pool of minimum-bias collisions "
+            "(Pythia 8, SoftQCD:inelastic) is generated once and reduced to calorimeter "
+            "deposits and tracker hits (TrackML barrel, 2 T). Each lumisection records "
+            "Poisson-distributed bunch crossings, each holding Poisson(mu) collisions drawn "
+            "from the pool, rotated in phi and mirrored in eta at random; mu decays "
+            "exponentially over the run. Histograms per lumisection: calo_occupancy "
+            "(eta x phi cells, crossings in which the cell's transverse energy passed the "
+            "threshold) and tracker_occupancy (layer x phi, hits). A fraction of the "
+            "lumisections carries injected faults, in episodes of 1 to "
+            "--max-episode-length consecutive lumisections: "
+            f"{', '.join(FAULTS[1:])}; the fault code and the touched channels "
+            "(calo_occupancy_fault, tracker_occupancy_fault) are stored with each "
+            "lumisection. Writes one entry per lumisection to a ROOT TTree named 'lumis'; "
+            "the histogram axes, the fault episodes and all settings are in the file's "
+            "metadata. The same arguments always give the same file content."
+        ),
+    )
+    p.add_argument("--n-lumis", type=int, required=True, metavar="N",
+                   help="number of lumisections")
+    p.add_argument("--out", required=True, metavar="FILE.root", help="output ROOT file")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"master seed (0..{MAX_SEED}); Pythia worker i uses seed * 1000 + i + 1, "
+                   "the detector simulation, the fault schedule and the lumisections "
+                   "use numpy generators seeded from it (default: %(default)s)")
+    p.add_argument("--run", type=int, default=d.run, help="run number (default: %(default)s)")
+    p.add_argument("--pool-size", type=int, default=d.pool_size, metavar="N",
+                   help="minimum-bias collisions generated for the pool "
+                   "(default: %(default)s)")
+    p.add_argument("--mean-crossings", type=float, default=d.mean_crossings, metavar="N",
+                   help="mean number of bunch crossings recorded per lumisection, Poisson "
+                   "(default: %(default)s)")
+    p.add_argument("--fixed-crossings", action="store_true",
+                   help="record exactly --mean-crossings crossings in every lumisection")
+    p.add_argument("--pileup-start", type=float, default=d.pileup_start, metavar="MU",
+                   help="pile-up mu of the first lumisection (default: %(default)s)")
+    p.add_argument("--pileup-end", type=float, default=d.pileup_end, metavar="MU",
+                   help="pile-up mu of the last lumisection, exponential decay in between; "
+                   "equal to --pileup-start for a constant mu (default: %(default)s)")
+    p.add_argument("--fault-fraction", type=float, default=d.fault_fraction, metavar="F",
+                   help="fraction of faulty lumisections, 0 to 1 (default: %(default)s)")
+    p.add_argument("--max-episode-length", type=int, default=d.max_episode_length,
+                   metavar="N",
+                   help="longest fault episode in lumisections (default: %(default)s)")
+    p.add_argument("--calo-threshold", type=float, default=d.calo_threshold, metavar="GEV",
+                   help="a calorimeter cell fires when its transverse energy summed over a "
+                   "crossing exceeds this (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=d.n_workers,
+                   help="parallel processes generating the pool; the output depends on this "
+                   "number (default: %(default)s)")
+    p.add_argument("--sqrt-s", type=float, default=d.sqrt_s,
+                   help="proton-proton centre-of-mass energy in GeV (default: %(default)s)")
+    p.add_argument("--no-mpi", action="store_true",
+                   help="switch off multiparton interactions (the underlying event)")
+    p.add_argument("--no-isr", action="store_true", help="switch off initial-state radiation")
+    p.add_argument("--no-fsr", action="store_true", help="switch off final-state radiation")
+    p.add_argument("--tune", type=int, default=d.tune,
+                   help="Pythia Tune:pp number (default: %(default)s, Monash 2013)")
+    p.add_argument("--set", dest="settings", action="append", default=[],
+                   metavar='"Name:key = value"',
+                   help="extra Pythia setting, applied last; repeat for several")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="collisions per Pythia.nextBatch call, for speed and memory only "
+                   "(default: %(default)s)")
+    p.set_defaults(func=_run_dqm)
+
+
+def _run_dqm(args: argparse.Namespace) -> int:
+    from hepml.io.writing import read_metadata
+    from hepml.simulation.dqm import FAULTS, DQMConfig, generate_dqm
+
+    config = DQMConfig(
+        n_lumis=args.n_lumis,
+        run=args.run,
+        pool_size=args.pool_size,
+        mean_crossings=args.mean_crossings,
+        poisson_crossings=not args.fixed_crossings,
+        pileup_start=args.pileup_start,
+        pileup_end=args.pileup_end,
+        fault_fraction=args.fault_fraction,
+        max_episode_length=args.max_episode_length,
+        calo_threshold=args.calo_threshold,
+        seed=args.seed,
+        **_pythia_kwargs(args),
+    )
+    progress = not os.environ.get("TQDM_DISABLE")
+    path = generate_dqm(config, args.out, progress=progress)
+    counts = read_metadata(path)["lumis_per_fault"]
+    parts = ", ".join(f"{counts[name]} {name}" for name in FAULTS)
+    print(f"wrote {config.n_lumis} lumisections of run {config.run} ({parts}) to {path}")
     return 0

@@ -6,7 +6,11 @@
   with b-tags, isolated electrons, muons and photons, missing transverse momentum), one
   entry per event;
 * :mod:`hepml.simulation.tracker`: hits of charged particles in a barrel silicon tracker
-  (TrackML layout) with pile-up, one entry per event.
+  (TrackML layout) with pile-up, one entry per event;
+* :mod:`hepml.simulation.dqm`: a monitoring run of lumisections, each holding detector
+  histograms (calorimeter occupancy, tracker hit occupancy per layer) accumulated from
+  minimum-bias collisions with pile-up, with labelled faults injected; one entry per
+  lumisection.
 
 Only :mod:`hepml.tasks` and :mod:`hepml.cli` import this package; it writes files through
 :mod:`hepml.io` and returns where they went.
@@ -14,6 +18,19 @@ Only :mod:`hepml.tasks` and :mod:`hepml.cli` import this package; it writes file
 
 from __future__ import annotations
 
+from hepml.simulation.dqm import (
+    FAULTS,
+    CollisionPool,
+    DetectorCondition,
+    DQMConfig,
+    FaultEpisode,
+    accumulate_lumisection,
+    generate_dqm,
+    generate_dqm_arrays,
+    make_pool,
+    simulate_run,
+    toy_pool,
+)
 from hepml.simulation.events import (
     EventGenerationConfig,
     generate_event_arrays,
@@ -39,6 +56,17 @@ from hepml.simulation.tracker import (
 )
 
 __all__ = [
+    "FAULTS",
+    "CollisionPool",
+    "DQMConfig",
+    "DetectorCondition",
+    "FaultEpisode",
+    "accumulate_lumisection",
+    "generate_dqm",
+    "generate_dqm_arrays",
+    "make_pool",
+    "simulate_run",
+    "toy_pool",
     "LABELS",
     "PROCESSES",
     "EventGenerationConfig",
