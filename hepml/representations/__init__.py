@@ -15,6 +15,8 @@ whole chunk at once, without Python loops over jets or particles.
   ``edge_attr [N, E, 6]``, ``y [N, E]``, and :func:`~hepml.representations.hit_graphs.unpad`
   to flat edge lists.
 - :mod:`hepml.representations.knn`: kNN neighbours and PyG edges with torch alone.
+- :mod:`hepml.representations.features`: per-entry feature vectors ``[N, F]`` (fields,
+  or element ``i`` of a jagged field), for dense autoencoders.
 - :mod:`hepml.representations.track_sequences`: next-hit examples of truth tracks for an
   LSTM tracker ``x [M, T, 4]``, ``lengths [M]``, ``target [M, 2]``.
 """
@@ -27,6 +29,7 @@ from hepml.representations.event_graphs import (
     make_event_graphs,
     padded_to_sparse,
 )
+from hepml.representations.features import FeatureConfig, Features
 from hepml.representations.hit_graphs import (
     HIT_EDGE_FEATURES,
     HIT_NODE_FEATURES,
@@ -58,4 +61,4 @@ __all__ = ["EVENT_EDGE_FEATURES", "EVENT_NODE_FEATURES", "EventGraphConfig", "Ev
            "CENTERS", "CHANNELS", "JetImageConfig", "JetImages", "make_jet_images",
            "FEATURES", "KNN", "ParticleCloudConfig", "ParticleClouds", "knn_graph_edges",
            "knn_indices", "make_particle_clouds", "to_pyg"]
-__all__ += ["TrackSequenceConfig", "TrackSequences"]
+__all__ += ["TrackSequenceConfig", "TrackSequences", "FeatureConfig", "Features"]

@@ -42,6 +42,8 @@ from hepml.models import build_model
 from hepml.representations import (
     EventGraphConfig,
     EventGraphs,
+    FeatureConfig,
+    Features,
     JetImageConfig,
     JetImages,
     ParticleCloudConfig,
@@ -61,6 +63,7 @@ _REPRESENTATIONS = {
     "jet_image": (JetImageConfig, JetImages),
     "particle_cloud": (ParticleCloudConfig, ParticleClouds),
     "event_graph": (EventGraphConfig, EventGraphs),
+    "features": (FeatureConfig, Features),
 }
 
 
@@ -95,16 +98,20 @@ class TaggingData:
         seed: Seed of the train/validation/test assignment.
         with_labels: Read the class flags (off for scoring unlabelled data).
         cache: Keep built chunks in memory.
+        extra_fields: Further fields read with every chunk (checked like the others), for
+            subclasses that need more than the model inputs (event ids, a mass).
     """
 
     def __init__(self, data: DataConfig, representation: Any, *, seed: int,
-                 with_labels: bool = True, cache: bool = True) -> None:
+                 with_labels: bool = True, cache: bool = True,
+                 extra_fields: Sequence[str] = ()) -> None:
         self.config = data
         self.representation = representation
         self.with_labels = with_labels
         fields = list(representation.required_fields)
         if with_labels:
             fields += [f for f in data.labels if f not in fields]
+        fields += [f for f in extra_fields if f not in fields]
         self.source = Source(data.files, data.tree, fields, branches=data.branches,
                              step_size=data.step_size, max_entries=data.max_entries)
         self.split = assign_split(self.source.num_entries, data.split, seed)
@@ -125,10 +132,22 @@ class TaggingData:
         return torch.from_numpy(flags.argmax(axis=1))
 
     def chunk(self, i: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """Model inputs (one tensor, or several in the model's argument order) and labels
-        (-1 where unlabelled) of chunk ``i``."""
+        """Model inputs and labels (-1 where unlabelled) of chunk ``i``.
+
+        The inputs are one tensor, or several in the model's argument order.
+        """
         if i in self._built:
             return self._built[i]
+        x, y, _ = self.build_chunk(i)
+        if self.cache:
+            self._built[i] = (x, y)
+        return x, y
+
+    def build_chunk(self, i: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, ak.Array]:
+        """Read chunk ``i`` and build its model inputs and labels, without caching.
+
+        The arrays read are returned too (for ``extra_fields``).
+        """
         spec = self.source.chunks[i]
         arrays = self.source.read(spec)
         where = f"{spec.path} entries {spec.entry_start}-{spec.entry_stop}"
@@ -141,9 +160,7 @@ class TaggingData:
         if empty is not None and (n_empty := empty(arrays)):
             log.warning("%s: %d %s", where, n_empty, self.representation.empty_description)
         y = self.labels_of(arrays, where) if self.with_labels else torch.full((len(spec),), -1)
-        if self.cache:
-            self._built[i] = (x, y)
-        return x, y
+        return x, y, arrays
 
     def dataset(self, which: int | None, *, batch_size: int, shuffle: bool, seed: int = 0) -> ChunkedDataset:
         """Batches of split ``which`` (0, 1, 2), or of every entry in order when ``None``.
@@ -329,7 +346,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     main = distributed.is_main_process()
     counts = np.bincount(data.split, minlength=3)
     log.info("%d entries from %d file(s): %s", data.source.num_entries, len(data.source.paths),
-             ", ".join(f"{n} {s}" for n, s in zip(counts, SPLIT_NAMES)))
+             ", ".join(f"{n} {s}" for n, s in zip(counts, SPLIT_NAMES, strict=True)))
     if counts[0] == 0 or counts[1] == 0:
         raise EmptyInputError("the training or validation split is empty; use more data or change data.split")
     model = build_model(model_spec["kind"], **model_spec["kwargs"])

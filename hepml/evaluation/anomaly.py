@@ -1,0 +1,163 @@
+"""Figures of merit of anomaly scans, with torch on the scores' device.
+
+An anomaly score is judged like a tagger's output, but from the background's side: the
+signal efficiency ε_S kept at a fixed, small background efficiency ε_B (the rate of
+false alarms a search can afford), the significance improvement ε_S/√ε_B (the factor by
+which a cut on the score raises S/√B), and whether the cut *sculpts* the background,
+i.e. changes the shape of the mass distribution in which a bump hunt would look.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from hepml.errors import BadValueError, EmptyInputError
+from hepml.evaluation.metrics import RocCurve
+
+__all__ = ["efficiency_at_background", "significance_improvement", "cut_at_background",
+           "mass_sculpting", "js_divergence"]
+
+
+def _background_efficiencies(values: Any) -> torch.Tensor:
+    eff = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if eff.numel() == 0 or not bool(((eff > 0) & (eff <= 1)).all()):
+        raise BadValueError(f"background efficiencies must lie in (0, 1], got {eff.tolist()}")
+    return eff
+
+
+def efficiency_at_background(roc: RocCurve, background_efficiency: float | Sequence[float]
+                             ) -> dict[str, torch.Tensor]:
+    """Signal efficiency ε_S at fixed background efficiencies ε_B, with binomial errors.
+
+    ε_S is interpolated linearly in tpr against fpr between the ROC points bracketing
+    ε_B (the highest ε_S among points with fpr exactly ε_B). A working point needs at
+    least one background entry above the cut: below ``ε_B = 1 / N_B`` the sample cannot
+    tell, so the value is NaN and ``reachable`` is False ("as far as the sample allows").
+
+    Args:
+        roc: From :func:`hepml.evaluation.roc_curve`.
+        background_efficiency: ε_B in (0, 1], one or several.
+
+    Returns:
+        ``efficiency`` (ε_S), ``uncertainty`` (``sqrt(ε_S (1 − ε_S) / N_S)``) and
+        ``reachable`` (bool), each ``[K]`` on the ROC's device.
+    """
+    device = roc.fpr.device
+    eff_b = _background_efficiencies(background_efficiency).to(device)
+    if not (roc.n_signal > 0 and roc.n_background > 0):
+        nan = torch.full_like(eff_b, math.nan)
+        return {"efficiency": nan, "uncertainty": nan.clone(),
+                "reachable": torch.zeros_like(eff_b, dtype=torch.bool)}
+    fpr, tpr = roc.fpr, roc.tpr
+    # the last point at each fpr has the highest tpr: search on the right side
+    hi = torch.searchsorted(fpr, eff_b, right=True).clamp_(1, fpr.numel() - 1)
+    lo = hi - 1
+    f0, f1, t0, t1 = fpr[lo], fpr[hi], tpr[lo], tpr[hi]
+    slope = (t1 - t0) / torch.where(f1 > f0, f1 - f0, 1.0)
+    eff_s = torch.where(f0 >= eff_b, t0, t0 + (eff_b - f0) * slope).clamp_(0.0, 1.0)
+    eff_s = torch.where(eff_b >= 1, torch.ones_like(eff_s), eff_s)
+    reachable = eff_b * roc.n_background_effective >= 1.0 - 1e-9
+    eff_s = torch.where(reachable, eff_s, math.nan)
+    sigma = torch.sqrt(eff_s * (1 - eff_s) / roc.n_signal)
+    return {"efficiency": eff_s, "uncertainty": sigma, "reachable": reachable}
+
+
+def significance_improvement(roc: RocCurve, *, min_background: float = 10.0
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Significance-improvement curve ε_S/√ε_B against ε_S.
+
+    A cut keeping ε_S of the signal and ε_B of the background changes S/√B by this
+    factor. Points with fewer than ``min_background`` background entries left are
+    dropped: there the curve is dominated by the statistical fluctuation of one or two
+    background entries.
+
+    Returns:
+        ``(signal_efficiency, sic)``, float64 on the ROC's device, in ROC order.
+    """
+    if not (roc.n_signal > 0 and roc.n_background > 0):
+        raise EmptyInputError("significance_improvement: the ROC needs signal and background")
+    keep = roc.fpr * roc.n_background_effective >= min_background
+    fpr, tpr = roc.fpr[keep], roc.tpr[keep]
+    return tpr, tpr / torch.sqrt(fpr)
+
+
+def cut_at_background(scores: torch.Tensor, background_efficiency: float) -> float:
+    """Score threshold that keeps (about) ``background_efficiency`` of ``scores``.
+
+    ``scores`` are background scores; the cut is ``score > threshold`` with the
+    threshold the (1 − ε_B) quantile (linear interpolation, as ``numpy.quantile``).
+    """
+    if scores.numel() == 0:
+        raise EmptyInputError("cut_at_background: no background scores")
+    q = torch.tensor(1.0 - float(background_efficiency), dtype=torch.float64,
+                     device=scores.device)
+    return float(torch.quantile(scores.double(), q))
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Jensen-Shannon divergence (natural log, between 0 and ln 2) of two histograms.
+
+    Both are normalised to unit sum first; empty histograms give NaN.
+    """
+    p, q = p.double(), q.double()
+    if p.sum() <= 0 or q.sum() <= 0:
+        return math.nan
+    p, q = p / p.sum(), q / q.sum()
+    m = 0.5 * (p + q)
+
+    def kl(a: torch.Tensor) -> torch.Tensor:
+        nz = a > 0
+        return (a[nz] * torch.log(a[nz] / m[nz])).sum()
+
+    return float(0.5 * kl(p) + 0.5 * kl(q))
+
+
+def mass_sculpting(mass: torch.Tensor, scores: torch.Tensor,
+                   background_efficiencies: Sequence[float], *, bins: int = 30,
+                   mass_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """How a cut on the anomaly score changes the background's mass distribution.
+
+    For each ε_B the background entries with the highest ``ε_B`` fraction of scores are
+    kept; their mass histogram is compared with that of all background entries by the
+    Jensen-Shannon divergence (0: same shape). A score that learned the mass (a QCD jet
+    of high mass looks "anomalous") shows a divergence growing as the cut tightens.
+
+    Args:
+        mass: Mass (or any observable) of the background entries ``[N]``.
+        scores: Their anomaly scores ``[N]``.
+        background_efficiencies: Cuts, as kept fractions of the background.
+        bins: Histogram bins.
+        mass_range: Histogram range (default: the 0.5 % and 99.5 % quantiles).
+
+    Returns:
+        ``edges`` (list), ``all`` (counts before any cut), and per ε_B (key ``str(ε_B)``)
+        ``threshold``, ``n_kept``, ``counts`` and ``js_divergence``.
+    """
+    if mass.shape != scores.shape or mass.ndim != 1:
+        raise BadValueError(f"mass_sculpting: mass {tuple(mass.shape)} and scores "
+                            f"{tuple(scores.shape)} must be equal 1-d shapes")
+    if mass.numel() == 0:
+        raise EmptyInputError("mass_sculpting: no background entries")
+    mass = mass.double()
+    if mass_range is None:
+        q = torch.tensor([0.005, 0.995], dtype=torch.float64, device=mass.device)
+        lo, hi = (float(v) for v in torch.quantile(mass, q))
+        if hi <= lo:
+            hi = lo + 1.0
+    else:
+        lo, hi = mass_range
+    reference = torch.histc(mass, bins=bins, min=lo, max=hi)
+    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+    out: dict[str, Any] = {"edges": edges.tolist(), "all": reference.tolist(), "cuts": {}}
+    for eff in _background_efficiencies(background_efficiencies).tolist():
+        threshold = cut_at_background(scores, eff)
+        kept = mass[scores.double() > threshold]
+        counts = torch.histc(kept, bins=bins, min=lo, max=hi) if kept.numel() else torch.zeros_like(reference)
+        out["cuts"][str(eff)] = {"threshold": threshold, "n_kept": int(kept.numel()),
+                                 "counts": counts.tolist(),
+                                 "js_divergence": js_divergence(reference, counts)}
+    return out
