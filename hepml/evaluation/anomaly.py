@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from hepml.errors import BadValueError, EmptyInputError
@@ -118,13 +119,17 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
 
 def mass_sculpting(mass: torch.Tensor, scores: torch.Tensor,
                    background_efficiencies: Sequence[float], *, bins: int = 30,
-                   mass_range: tuple[float, float] | None = None) -> dict[str, Any]:
+                   mass_range: tuple[float, float] | None = None, n_random: int = 50,
+                   seed: int = 0) -> dict[str, Any]:
     """How a cut on the anomaly score changes the background's mass distribution.
 
     For each ε_B the background entries with the highest ``ε_B`` fraction of scores are
     kept; their mass histogram is compared with that of all background entries by the
     Jensen-Shannon divergence (0: same shape). A score that learned the mass (a QCD jet
-    of high mass looks "anomalous") shows a divergence growing as the cut tightens.
+    of high mass looks "anomalous") shows a divergence growing as the cut tightens. A small
+    kept sample differs from the reference by statistics alone, so the same divergence is
+    also computed for ``n_random`` random subsets of the same size: sculpting shows as a
+    divergence well above that of the random subsets.
 
     Args:
         mass: Mass (or any observable) of the background entries ``[N]``.
@@ -132,10 +137,14 @@ def mass_sculpting(mass: torch.Tensor, scores: torch.Tensor,
         background_efficiencies: Cuts, as kept fractions of the background.
         bins: Histogram bins.
         mass_range: Histogram range (default: the 0.5 % and 99.5 % quantiles).
+        n_random: Random subsets per cut for the statistical reference.
+        seed: Seed of the random subsets.
 
     Returns:
         ``edges`` (list), ``all`` (counts before any cut), and per ε_B (key ``str(ε_B)``)
-        ``threshold``, ``n_kept``, ``counts`` and ``js_divergence``.
+        ``threshold``, ``n_kept``, ``counts``, ``js_divergence``, and the mean and
+        standard deviation of the random subsets' divergence (``js_random_subset``,
+        ``js_random_subset_std``).
     """
     if mass.shape != scores.shape or mass.ndim != 1:
         raise BadValueError(f"mass_sculpting: mass {tuple(mass.shape)} and scores "
@@ -157,7 +166,14 @@ def mass_sculpting(mass: torch.Tensor, scores: torch.Tensor,
         threshold = cut_at_background(scores, eff)
         kept = mass[scores.double() > threshold]
         counts = torch.histc(kept, bins=bins, min=lo, max=hi) if kept.numel() else torch.zeros_like(reference)
+        # the divergence that a random subset of the same size shows: statistics alone
+        gen = torch.Generator().manual_seed(seed)
+        random_js = [js_divergence(reference, torch.histc(
+            mass[torch.randperm(mass.numel(), generator=gen)[:kept.numel()].to(mass.device)],
+            bins=bins, min=lo, max=hi)) for _ in range(n_random)] if kept.numel() else []
         out["cuts"][str(eff)] = {"threshold": threshold, "n_kept": int(kept.numel()),
                                  "counts": counts.tolist(),
-                                 "js_divergence": js_divergence(reference, counts)}
+                                 "js_divergence": js_divergence(reference, counts),
+                                 "js_random_subset": float(np.mean(random_js)) if random_js else math.nan,
+                                 "js_random_subset_std": float(np.std(random_js)) if random_js else math.nan}
     return out

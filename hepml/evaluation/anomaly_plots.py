@@ -68,11 +68,13 @@ def plot_significance_improvement(curves: Mapping[str, tuple[Any, Any]], path: s
         return _save(fig, path)
 
 
-def plot_mass_sculpting(sculpting: Mapping[str, Any], field: str, path: str | Path
-                        ) -> list[Path]:
+def plot_mass_sculpting(sculpting: Mapping[str, Any], field: str, path: str | Path, *,
+                        min_kept: int = 20) -> list[Path]:
     """Background mass shape before and after each cut on the score (unit area).
 
-    Each cut's Jensen-Shannon divergence to the uncut shape is in the legend.
+    Each cut's Jensen-Shannon divergence to the uncut shape is in the legend, beside that
+    of random subsets of the same size; cuts keeping fewer than ``min_kept`` entries are
+    not drawn (their shape is noise).
     """
     edges = np.asarray(sculpting["edges"], dtype=np.float64)
     plt = _pyplot()
@@ -81,14 +83,17 @@ def plot_mass_sculpting(sculpting: Mapping[str, Any], field: str, path: str | Pa
         widths = np.diff(edges)
         ref = np.asarray(sculpting["all"], dtype=np.float64)
         ax.stairs(ref / max(ref.sum(), 1) / widths, edges, lw=2, color="black",
-                  label=f"all background ({int(ref.sum()):,})")
+                  label=f"all background ({int(ref.sum()):,} in range)")
         for eff, cut in sculpting["cuts"].items():
             counts = np.asarray(cut["counts"], dtype=np.float64)
             if counts.sum() <= 0:
                 continue
-            js = cut["js_divergence"]
+            if cut["n_kept"] < min_kept:
+                continue
+            js, rnd = cut["js_divergence"], cut.get("js_random_subset", float("nan"))
             ax.stairs(counts / counts.sum() / widths, edges, lw=2,
-                      label=rf"$\varepsilon_B$ = {float(eff):g} ({cut['n_kept']:,}), JS {js:.3f}")
+                      label=rf"$\varepsilon_B$ = {float(eff):g} ({cut['n_kept']:,}), "
+                      f"JS {js:.3f} (random {rnd:.3f})")
         ax.set_xlabel(field)
         ax.set_ylabel("Normalised entries / unit")
         ax.legend(loc="upper right", fontsize="small")

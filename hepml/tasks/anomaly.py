@@ -636,7 +636,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
             sculpt = anomaly_metrics.mass_sculpting(
                 torch.from_numpy(mass[bkg].astype(np.float64)).to(device),
                 torch.from_numpy(result.score[bkg]).to(device),
-                list(a.background_efficiencies), bins=a.mass_bins)
+                list(a.background_efficiencies), bins=a.mass_bins, seed=cfg.seed)
             metrics["mass_sculpting"] = {"field": a.mass, **sculpt}
             plots += anomaly_plots.plot_mass_sculpting(sculpt, a.mass, run_dir / "mass_sculpting")
     else:
@@ -662,7 +662,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
             {"background efficiency": k, **v} for k, v in metrics["signal_efficiency"].items()]
     if "mass_sculpting" in metrics:
         tables["mass sculpting (Jensen-Shannon divergence to the uncut background)"] = [
-            {"background efficiency": k, "n kept": v["n_kept"], "JS divergence": v["js_divergence"]}
+            {"background efficiency": k, "n kept": v["n_kept"], "JS divergence": v["js_divergence"],
+             "JS of random subsets": v["js_random_subset"]}
             for k, v in metrics["mass_sculpting"]["cuts"].items()]
     evaluation.write_report(run_dir, title=f"{cfg.name}: anomaly scan",
                             metrics={k: v for k, v in metrics.items()
