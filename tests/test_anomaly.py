@@ -328,3 +328,20 @@ def test_zmumu_workflow_lists_real_events_by_run_and_event(realdata, tmp_path):
         assert row["drivers"].count("%") == 3
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_variational_scan_scores_with_kl(tmp_path):
+    """A VAE scan writes the KL term and scores by reconstruction error + KL / inputs."""
+    data = tmp_path / "events.root"
+    write_tree(data, _events(1200, seed=8, signal_share=0.2), tree="events")
+    path = _workflow(tmp_path, [str(data)], score="elbo")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["model"].update(variational=True, beta=0.5)
+    cfg["training"]["epochs"] = 2
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    friend = uproot.open(_run_dir(tmp_path) / "predictions" / "events.anomaly.root")["anomaly"]
+    a = friend.arrays(library="np")
+    assert (a["kl"] >= 0).all()
+    np.testing.assert_allclose(a["anomaly_score"], a["reconstruction_error"] + a["kl"] / 4,
+                               rtol=1e-5)
