@@ -46,18 +46,24 @@ from hepml.tasks.tagging import build_representation
 from hepml.training import load_checkpoint
 
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
+
+def high_water_kb():
+    # VmHWM starts afresh at exec; ru_maxrss would carry over the parent's peak
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+
 from hepml.tasks import anomaly
 from hepml.training import load_checkpoint
 state = load_checkpoint({ckpt!r})
 import hepml.models, torch
 torch.set_num_threads({threads})
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = high_water_kb()
 t0 = time.perf_counter()
 summary = anomaly.scan({ckpt!r}, {files!r}, {out!r}, device="cpu", top=100)
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = high_water_kb()
 print(json.dumps({{"entries": summary["n_entries"], "seconds": seconds,
                   "base_kb": base, "peak_kb": peak}}))
 """

@@ -40,7 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, help="ranked entries written (default: the training run's)")
     p.add_argument("--step-size", type=int, help="entries per chunk read (default: the training one)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda ...")
-    p.add_argument("--batch-size", type=int, default=1024, help="entries per forward pass")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="entries per forward pass; sets the peak memory with the chunk size "
+                   "(default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a workflow value (workflow form), e.g. --set training.epochs=2")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (workflow form)")

@@ -295,6 +295,7 @@ def score_data(model: torch.nn.Module, data: AnomalyData, *, device: torch.devic
                 heapq.heappush(heap, item)
             else:
                 heapq.heappushpop(heap, item)
+        del x, extras, cat, chunk_scores  # free this chunk before the next one is read
     ranked = [rec for _, _, rec in sorted(heap, key=lambda t: (-t[0], -t[1]))]
     joined = {k: np.concatenate(v) if v else None for k, v in totals.items()}
     n = data.source.num_entries
@@ -589,7 +590,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     else:
         scanned, n_injected = data.split == 2, 0
     result = score_data(trainer.module, data, device=trainer.device,
-                        batch_size=max(bs, 512), score=a.score, top=a.top, scanned=scanned)
+                        batch_size=256, score=a.score, top=a.top, scanned=scanned)
     if not main:
         return run_dir
     meta = {"workflow": cfg.name, "checkpoint": str(run_dir / "checkpoint_best.pt"),
@@ -679,7 +680,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
 
 def scan(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *,
          tree: str | None = None, branches: dict[str, str] | None = None,
-         device: str = "auto", batch_size: int = 1024, top: int | None = None,
+         device: str = "auto", batch_size: int = 256, top: int | None = None,
          step_size: int | None = None) -> dict[str, Any]:
     """Score ``files`` with a trained autoencoder; write friend trees and the ranked list.
 
@@ -693,7 +694,8 @@ def scan(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *,
         tree: Tree name (default: the training one).
         branches: Branch mapping (default: the training one).
         device: ``auto``, ``cpu``, ``cuda``...
-        batch_size: Entries per forward pass.
+        batch_size: Entries per forward pass; with the chunk size it sets the peak memory
+            (a conv autoencoder's activations dominate it for large batches).
         top: Ranked entries written (default: the training run's ``anomaly.top``).
         step_size: Entries per chunk read.
 
