@@ -18,7 +18,7 @@ from hepml.errors import HepmlError
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ("run", "generate", "convert", "predict", "evaluate", "compare")
+_SUBCOMMANDS = ("run", "generate", "convert", "predict", "evaluate", "compare", "scan", "dqm")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,8 @@ from hepml.errors import ConfigError
 #: Workflow ``task`` -> the module whose ``run(cfg, resume=...)`` carries it out. Jet
 #: tagging and event classification are the same job on different representations.
 TASKS = {"tagging": "hepml.tasks.tagging", "classification": "hepml.tasks.tagging",
-         "tracking": "hepml.tasks.tracking"}
+         "tracking": "hepml.tasks.tracking", "anomaly": "hepml.tasks.anomaly",
+         "dqm": "hepml.tasks.dqm"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +66,11 @@ def _run(args: argparse.Namespace) -> int:
         import json
 
         m = json.loads(metrics.read_text())
+        if m.get("task") == "dqm":
+            _print_dqm(m)
+            print(f"  flagged: {run_dir / 'flagged_lumisections.csv'}")
+            print(f"  report: {run_dir / 'report.html'}")
+            return 0
         if "tracking" in m:
             t, score = m["tracking"], m.get("trackml_score")
             sel = t.get("selection", {})
@@ -72,6 +78,16 @@ def _run(args: argparse.Namespace) -> int:
                      f"fake rate {t['fake_rate']:.4f}" if isinstance(t.get("fake_rate"), float) else "",
                      f"TrackML score {score:.4f}" if isinstance(score, float) else ""]
             print(f"  pT > {sel.get('min_pt')} GeV: " + ", ".join(p for p in parts if p))
+            print(f"  report: {run_dir / 'report.html'}")
+            return 0
+        if "n_scanned" in m:  # anomaly scan
+            parts = [f"AUC {m['auc']:.4f}" if isinstance(m.get("auc"), float) else ""]
+            for eb, v in (m.get("signal_efficiency") or {}).items():
+                if isinstance(v.get("value"), float):
+                    parts.append(f"eps_S at eps_B={eb}: {v['value']:.3f}")
+            print("  " + ", ".join(p for p in parts if p) if any(parts) else
+                  f"  {m['n_scanned']} entries scanned")
+            print(f"  most anomalous entries: {m['ranked']['csv']}")
             print(f"  report: {run_dir / 'report.html'}")
             return 0
         auc = m.get("auc")
@@ -84,3 +100,21 @@ def _run(args: argparse.Namespace) -> int:
         print("  " + ", ".join(p for p in parts if p))
         print(f"  report: {run_dir / 'report.html'}")
     return 0
+
+
+def _print_dqm(m: dict) -> None:
+    """Summary of a dqm run: threshold, false alarms, detection per fault type."""
+    far = m.get("false_alarm_rate") or {}
+    line = (f"  {m.get('n_flagged')} of {m.get('n_scored')} lumisections flagged, "
+            f"threshold {m['threshold']:.4g}")
+    if isinstance(far.get("value"), float):
+        line += (f"; false-alarm rate on test good LS {far['value']:.4f} "
+                 f"± {far['uncertainty']:.4f} (target {m.get('false_alarm_rate_target')})")
+    print(line)
+    for name, row in (m.get("detection") or {}).items():
+        eff = row["efficiency"]
+        if isinstance(eff.get("value"), float):
+            print(f"    {name}: detected {eff['passed']}/{eff['total']} = {eff['value']:.3f}")
+    goal = m.get("goal")
+    if goal:
+        print(f"  goal {'met' if goal['met'] else 'NOT met'}: {goal['statement']}")

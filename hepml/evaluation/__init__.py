@@ -8,8 +8,12 @@ Layers inside this package::
     tracking  the same for tracking: double-majority track matching, efficiency, fake
               and duplicate rates, binned efficiencies, edge-classifier metrics, the
               TrackML hit weights and score
+    anomaly   figures of merit of anomaly scans: signal efficiency at fixed background
+              efficiency, significance improvement, mass sculpting
     plots     CPU numpy arrays in, PNG + PDF files out (matplotlib, mplhep style);
-              ``tracking_plots`` for efficiencies, event displays and edge scores
+              ``tracking_plots`` for efficiencies, event displays and edge scores;
+              ``anomaly_plots`` and ``dqm_plots`` for the autoencoder jobs (score
+              distributions, sculpting, run timeline, residual maps)
     report    metrics + plots + config -> one self-contained ``report.html`` and an
               atomically written ``metrics.json``
 
@@ -60,6 +64,12 @@ _LAZY = {
     "plot_efficiency": "tracking_plots",
     "plot_event_display": "tracking_plots",
     "plot_edge_scores": "tracking_plots",
+    "plot_anomaly_scores": "anomaly_plots",
+    "plot_significance_improvement": "anomaly_plots",
+    "plot_mass_sculpting": "anomaly_plots",
+    "plot_run_timeline": "dqm_plots",
+    "plot_residual_map": "dqm_plots",
+    "plot_score_by_type": "dqm_plots",
     "write_report": "report",
     "write_metrics_json": "report",
 }
@@ -97,6 +107,12 @@ __all__ = [
     "plot_efficiency",
     "plot_event_display",
     "plot_edge_scores",
+    "plot_anomaly_scores",
+    "plot_significance_improvement",
+    "plot_mass_sculpting",
+    "plot_run_timeline",
+    "plot_residual_map",
+    "plot_score_by_type",
     "write_report",
     "write_metrics_json",
 ]

@@ -17,6 +17,8 @@ whole chunk at once, without Python loops over jets or particles.
 - :mod:`hepml.representations.knn`: kNN neighbours and PyG edges with torch alone.
 - :mod:`hepml.representations.features`: per-entry feature vectors ``[N, F]`` (fields,
   or element ``i`` of a jagged field), for dense autoencoders.
+- :mod:`hepml.representations.lumisections`: a lumisection's detector histograms divided
+  by its crossings and stacked into one map ``[N, 1, H, n_phi]`` (columns: φ wedges).
 - :mod:`hepml.representations.track_sequences`: next-hit examples of truth tracks for an
   LSTM tracker ``x [M, T, 4]``, ``lengths [M]``, ``target [M, 2]``.
 """
@@ -45,6 +47,7 @@ from hepml.representations.jet_images import (
     make_jet_images,
 )
 from hepml.representations.knn import KNN, knn_graph_edges, knn_indices
+from hepml.representations.lumisections import LumisectionMapConfig, LumisectionMaps
 from hepml.representations.particle_clouds import (
     FEATURES,
     ParticleCloudConfig,
@@ -61,4 +64,5 @@ __all__ = ["EVENT_EDGE_FEATURES", "EVENT_NODE_FEATURES", "EventGraphConfig", "Ev
            "CENTERS", "CHANNELS", "JetImageConfig", "JetImages", "make_jet_images",
            "FEATURES", "KNN", "ParticleCloudConfig", "ParticleClouds", "knn_graph_edges",
            "knn_indices", "make_particle_clouds", "to_pyg"]
-__all__ += ["TrackSequenceConfig", "TrackSequences", "FeatureConfig", "Features"]
+__all__ += ["TrackSequenceConfig", "TrackSequences", "FeatureConfig", "Features",
+            "LumisectionMapConfig", "LumisectionMaps"]

@@ -53,8 +53,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def _float(out: Any) -> Any:
-    """The model output in float32: a tensor, or a dict of tensors (e.g. an autoencoder's
-    reconstruction, latent code and KL terms)."""
+    """The model output in float32: a tensor, or a dict of tensors.
+
+    A dict is what an autoencoder returns: reconstruction, latent code, KL terms.
+    """
     if isinstance(out, dict):
         return {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
     return out.float()
