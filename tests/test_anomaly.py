@@ -345,3 +345,20 @@ def test_variational_scan_scores_with_kl(tmp_path):
     assert (a["kl"] >= 0).all()
     np.testing.assert_allclose(a["anomaly_score"], a["reconstruction_error"] + a["kl"] / 4,
                                rtol=1e-5)
+
+
+def test_interrupted_scan_resumes_to_the_same_result(tmp_path):
+    """--resume continues from checkpoint_last.pt and ends as an uninterrupted run."""
+    data = tmp_path / "events.root"
+    write_tree(data, _events(1200, seed=9, signal_share=0.2), tree="events")
+    path = _workflow(tmp_path, [str(data)])
+    assert main(["run", str(path), "--set", "training.epochs=4"]) == 0
+    full = json.loads((_run_dir(tmp_path) / "metrics.json").read_text())
+    shutil.rmtree(tmp_path / "runs")
+    assert main(["run", str(path), "--set", "training.epochs=2"]) == 0  # "interrupted" here
+    run = _run_dir(tmp_path)
+    assert main(["run", str(path), "--set", "training.epochs=4", "--resume", str(run)]) == 0
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["training"]["epochs_run"] == 4
+    assert resumed["auc"] == pytest.approx(full["auc"], abs=1e-12)
+    assert main(["run", str(path), "--resume", str(tmp_path / "nowhere")]) == 2
