@@ -29,10 +29,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from _timing import best
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -67,16 +67,6 @@ peak = high_water_kb()
 print(json.dumps({{"entries": summary["n_entries"], "seconds": seconds,
                   "base_kb": base, "peak_kb": peak}}))
 """
-
-
-def best(fn, repeat: int) -> float:
-    """Shortest wall time of ``repeat`` calls of ``fn``."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def child_scan(ckpt: Path, files: list[str], out: Path, threads: int) -> dict:

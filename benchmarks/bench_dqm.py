@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
+from _timing import best_with_result
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -38,16 +38,6 @@ from hepml.io import read_metadata  # noqa: E402
 from hepml.models._registry import build_model  # noqa: E402
 from hepml.tasks import dqm  # noqa: E402
 from hepml.training import load_checkpoint  # noqa: E402
-
-
-def best(fn, repeat: int) -> tuple[float, object]:
-    """Shortest wall time of ``repeat`` calls of ``fn`` and the last result."""
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def detection_table(run_dir: Path) -> None:
@@ -110,12 +100,12 @@ def main() -> None:
         source = Source([args.file], args.tree, fields, step_size=100_000, check_finite=False)
         return [source.read(c) for c in source.chunks]
 
-    t_read, chunks = best(read, args.repeat)
+    t_read, chunks = best_with_result(read, args.repeat)
     n = sum(len(c) for c in chunks)
     if not representation.bound:
         observed = representation.observed_binning(chunks[0][:1], read_metadata(args.file))
         representation = representation.bind(observed)
-    t_build, maps = best(lambda: torch.cat([representation(c) for c in chunks]), args.repeat)
+    t_build, maps = best_with_result(lambda: torch.cat([representation(c) for c in chunks]), args.repeat)
 
     if spec is None:
         spec = dqm._model_spec(dict(cfg.get("model") or {}), representation)
@@ -131,7 +121,7 @@ def main() -> None:
         return out["reconstruction_error"].cpu()
 
     score()  # warm-up
-    t_score, _ = best(score, args.repeat)
+    t_score, _ = best_with_result(score, args.repeat)
     print(f"{n} lumisections, maps {tuple(maps.shape[1:])}, model {spec['kind']} "
           f"{spec['kwargs'].get('channels', spec['kwargs'].get('hidden'))}, "
           f"{args.threads} thread(s), device {args.device}, best of {args.repeat}")

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
+from _timing import best
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -34,16 +34,6 @@ except ModuleNotFoundError:  # run from a checkout without installing
     from hepml.io import Source
 from hepml.models import build_model
 from hepml.representations import EventGraphs
-
-
-def best(fn, repeat: int) -> float:
-    """Shortest wall time of ``repeat`` calls of ``fn``."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import uproot
+from _timing import best_with_result
 
 try:
     from hepml.representations import JetImageConfig, make_jet_images
@@ -75,16 +76,6 @@ def synthetic_file(path: Path, n: int, seed: int = 0) -> Path:
         "jet_nparticles": counts.astype(np.int32),
     }
     return write_tree(path, branches, tree="tree")
-
-
-def best_of(repeat: int, fn) -> tuple[float, object]:
-    """Smallest wall time of ``repeat`` calls, and the last result."""
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         def read_chunks(fields: list[str] = fields):
             return list(uproot.iterate(f"{path}:{args.tree}", fields, step_size=args.step))
 
-        t_read, arrays = best_of(args.repeat, read)
-        t_build, images = best_of(
-            args.repeat, lambda cfg=cfg, arrays=arrays: make_jet_images(arrays, cfg))
-        t_iter, chunks = best_of(args.repeat, read_chunks)
-        t_bchunks, _ = best_of(
-            args.repeat, lambda cfg=cfg, chunks=chunks: [make_jet_images(c, cfg) for c in chunks])
+        t_read, arrays = best_with_result(read, args.repeat)
+        t_build, images = best_with_result(
+            lambda cfg=cfg, arrays=arrays: make_jet_images(arrays, cfg), args.repeat)
+        t_iter, chunks = best_with_result(read_chunks, args.repeat)
+        t_bchunks, _ = best_with_result(
+            lambda cfg=cfg, chunks=chunks: [make_jet_images(c, cfg) for c in chunks], args.repeat)
         for label, tr, tb in (("", t_read, t_build), ("iterate", t_iter, t_bchunks)):
             print(f"{name if not label else '  ' + label:10s} {tr:8.3f} {tb:8.3f} {n / tr:12.0f} "
                   f"{n / tb:13.0f} {tb / tr:10.2f}")

@@ -27,12 +27,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from _timing import best
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -42,19 +42,9 @@ except ModuleNotFoundError:  # run from a checkout without installing
     from hepml.io import Source
 from hepml.io import read_metadata
 from hepml.models import build_model
-from hepml.representations.hits import HitArrays, layer_pair_edges, layer_pairs
+from hepml.representations.hits import HitArrays, layer_pair_edges
 from hepml.tasks.tracking import task
 from hepml.training import load_checkpoint
-
-
-def best(fn, repeat: int) -> float:
-    """Shortest wall time of ``repeat`` calls of ``fn``."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def all_pairs(hits: HitArrays, pairs, phi_slope_max: float, z0_max: float) -> int:

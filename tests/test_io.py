@@ -16,7 +16,16 @@ from hepml.errors import (
     MissingBranchError,
     MissingTreeError,
 )
-from hepml.io import Source, iterate, parse_expression, read, read_metadata, write_friend_tree, write_tree
+from hepml.io import (
+    Source,
+    iterate,
+    parse_expression,
+    read,
+    read_metadata,
+    write_friend_tree,
+    write_friend_trees,
+    write_tree,
+)
 
 
 @pytest.fixture()
@@ -173,3 +182,18 @@ def test_error_with_context_keeps_class_and_attributes(small_file):
     new = exc.value.with_context("apply 'x'")
     assert type(new) is MissingBranchError and isinstance(new, KeyError)
     assert new.branch == "jet_ptt" and str(new).startswith("apply 'x': ") and str(small_file) in str(new)
+
+
+def test_locate_and_friend_trees_per_file(small_file, tmp_path):
+    second = tmp_path / "second.root"
+    write_tree(second, {"jet_pt": np.arange(3, dtype=np.float32)})
+    source = Source([str(small_file), str(second)], "tree", ["jet_pt"], step_size=2)
+    file, entry = source.locate([0, 4, 5, 7])
+    assert file.tolist() == [0, 0, 1, 1] and entry.tolist() == [0, 4, 0, 2]
+    with pytest.raises(IndexError):
+        source.locate([8])
+    written = write_friend_trees(tmp_path / "out", source, {"score": np.arange(8.0)},
+                                 suffix="x", tree="friend")
+    assert [p.name for p in written] == ["small.x.root", "second.x.root"]
+    with uproot.open(written[1]) as f:
+        assert f["friend"]["score"].array(library="np").tolist() == [5.0, 6.0, 7.0]

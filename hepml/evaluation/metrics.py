@@ -45,6 +45,7 @@ __all__ = [
     "rejection_at",
     "threshold_at_efficiency",
     "bootstrap_auc",
+    "binomial_rate",
     "confusion_matrix",
     "binary_confusion_matrix",
     "figures_of_merit",
@@ -423,6 +424,24 @@ def rejection_at(roc: RocCurve, signal_efficiency: float | Sequence[float] | tor
         sigma = torch.sqrt(eps_b * (1.0 - eps_b) / n_b) / (eps_b * eps_b)
         sigma = torch.where(eps_b > 0, sigma, math.nan)
     return rejection.reshape(shape), sigma.reshape(shape)
+
+
+def binomial_rate(passed: int, total: int) -> dict[str, Any]:
+    """A rate with its binomial uncertainty ``sqrt(p (1 - p) / n)`` and a 68 % interval.
+
+    The interval is Wilson's score interval (z = 1), which stays inside [0, 1] and is not
+    empty at 0 or n passes, where the simple uncertainty is 0. NaN for ``total == 0``.
+    """
+    if total <= 0:
+        return {"value": math.nan, "uncertainty": math.nan, "interval_68": [math.nan, math.nan],
+                "passed": int(passed), "total": int(total)}
+    p = passed / total
+    z2 = 1.0
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / (1 + z2 / total)
+    return {"value": p, "uncertainty": math.sqrt(max(p * (1 - p), 0.0) / total),
+            "interval_68": [max(0.0, centre - half), min(1.0, centre + half)],
+            "passed": int(passed), "total": int(total)}
 
 
 # ----------------------------------------------------------------------------- bootstrap

@@ -19,7 +19,13 @@ from hepml.io.reading import (
     resolve_fields,
 )
 from hepml.io.trackml import read_trackml, read_trackml_event
-from hepml.io.writing import METADATA_KEY, read_metadata, write_friend_tree, write_tree
+from hepml.io.writing import (
+    METADATA_KEY,
+    read_metadata,
+    write_friend_tree,
+    write_friend_trees,
+    write_tree,
+)
 
 __all__ = [
     "Chunk",
@@ -38,5 +44,6 @@ __all__ = [
     "read_trackml_event",
     "resolve_fields",
     "write_friend_tree",
+    "write_friend_trees",
     "write_tree",
 ]

@@ -270,6 +270,20 @@ class Source:
             offset += n
         self.num_entries = offset
 
+    def locate(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
+        """File and entry of global entry numbers (in reading order over all files).
+
+        Returns:
+            ``(file, entry)``: the position of each file in :attr:`paths`, and the entry
+            within that file, as arrays shaped like ``index``.
+        """
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= self.num_entries):
+            raise IndexError(f"entry numbers must lie in [0, {self.num_entries})")
+        starts = np.cumsum([0] + [self.entries[p] for p in self.paths])
+        file = np.searchsorted(starts, index, side="right") - 1
+        return file, index - starts[file]
+
     def read(self, spec: ChunkSpec) -> ak.Array:
         """Read one chunk; a record array with one field per requested name."""
         path, start, stop = spec.path, spec.entry_start, spec.entry_stop

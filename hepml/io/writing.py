@@ -21,7 +21,8 @@ import uproot
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_tree", "write_friend_tree", "read_metadata", "METADATA_KEY"]
+__all__ = ["write_tree", "write_friend_tree", "write_friend_trees", "read_metadata",
+           "METADATA_KEY"]
 
 #: Name of the TObjString that holds a JSON document describing how a file was made.
 METADATA_KEY = "hepml_metadata"
@@ -152,6 +153,41 @@ def write_friend_tree(
     return write_tree(path, {k: v if isinstance(v, ak.Array) else np.asarray(v)
                              for k, v in branches.items()},
                       tree=tree, metadata=meta)
+
+
+def write_friend_trees(
+    out_dir: str | os.PathLike,
+    source: Any,
+    branches: Mapping[str, Any],
+    *,
+    suffix: str,
+    tree: str,
+    metadata: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """One friend tree per input file of ``source``: ``out_dir/<stem>.<suffix>.root``.
+
+    Args:
+        out_dir: Output directory.
+        source: What was read (a :class:`hepml.io.Source`): its ``paths`` in order, their
+            ``entries`` and its ``tree``.
+        branches: Per-entry arrays over all entries of ``source``, in reading order; each
+            file gets its slice.
+        suffix: Middle part of the file names (``predictions``, ``anomaly``...).
+        tree: Name of the friend trees.
+        metadata: Stored in every file, beside the input file and tree.
+
+    Returns:
+        The files written, in the order of ``source.paths``.
+    """
+    written, offset = [], 0
+    for path in source.paths:
+        n = source.entries[path]
+        part = {name: values[offset:offset + n] for name, values in branches.items()}
+        target = Path(out_dir) / f"{Path(path).stem}.{suffix}.root"
+        written.append(write_friend_tree(target, part, tree=tree, n_entries=n, source=path,
+                                         source_tree=source.tree, metadata=metadata))
+        offset += n
+    return written
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -47,12 +47,19 @@ from hepml.config import DataConfig, WorkflowConfig, from_mapping, to_dict
 from hepml.errors import BadValueError, ConfigError, EmptyInputError
 from hepml.evaluation import anomaly as anomaly_metrics
 from hepml.evaluation import anomaly_plots
-from hepml.io import write_friend_tree, write_tree
+from hepml.io import write_friend_trees, write_tree
 from hepml.models import build_model
 from hepml.representations import Features
 from hepml.tasks.rundir import open_run_dir, write_json
 from hepml.tasks.tagging import SPLIT_NAMES, TaggingData, build_representation
-from hepml.training import ChunkedDataset, Trainer, distributed, load_checkpoint, resolve_device
+from hepml.training import (
+    ChunkedDataset,
+    Trainer,
+    chunk_moments,
+    distributed,
+    load_checkpoint,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -357,24 +364,14 @@ def injection_mask(labels: np.ndarray, split: np.ndarray, *, background: int,
 # ------------------------------------------------------------------------------- outputs
 
 
-def _location(data: AnomalyData, index: int) -> tuple[str, int]:
-    """(file, entry within the file) of global entry ``index``."""
-    offset = 0
-    for path in data.source.paths:
-        n = data.source.entries[path]
-        if index < offset + n:
-            return path, index - offset
-        offset += n
-    raise IndexError(index)
-
-
 def ranked_rows(result: ScanResult, data: AnomalyData, *, labels: np.ndarray | None,
                 class_names: Sequence[str], explain: int) -> list[dict[str, Any]]:
     """One flat row per ranked entry (for the CSV, the ROOT tree and the report)."""
     names = list(data.representation.names) if isinstance(data.representation, Features) else []
+    file, entries = data.source.locate([rec["index"] for rec in result.top])
     rows = []
     for rank, rec in enumerate(result.top, start=1):
-        path, entry = _location(data, rec["index"])
+        path, entry = data.source.paths[file[rank - 1]], int(entries[rank - 1])
         row: dict[str, Any] = {"rank": rank, "file": path, "entry": entry, "index": rec["index"],
                                "score": rec["score"], **rec["extras"]}
         if "kl" in rec:
@@ -432,26 +429,18 @@ def write_ranked(rows: list[dict[str, Any]], out_dir: Path, files: Sequence[str]
 def _scores_friend_trees(out_dir: Path, data: AnomalyData, result: ScanResult, *,
                          labels: np.ndarray | None, scanned: np.ndarray | None,
                          metadata: dict[str, Any]) -> list[Path]:
-    written, offset = [], 0
-    for path in data.source.paths:
-        n = data.source.entries[path]
-        sl = slice(offset, offset + n)
-        branches: dict[str, np.ndarray] = {
-            "anomaly_score": result.score[sl].astype(np.float32),
-            "reconstruction_error": result.reconstruction_error[sl].astype(np.float32),
-            "split": data.split[sl]}
-        if result.kl is not None:
-            branches["kl"] = result.kl[sl].astype(np.float32)
-        if labels is not None:
-            branches["label"] = labels[sl].astype(np.int32)
-        if scanned is not None:
-            branches["scanned"] = scanned[sl].astype(np.int8)
-        target = out_dir / f"{Path(path).stem}.anomaly.root"
-        written.append(write_friend_tree(target, branches, tree="anomaly", n_entries=n,
-                                         source=path, source_tree=data.source.tree,
-                                         metadata=metadata))
-        offset += n
-    return written
+    branches: dict[str, np.ndarray] = {
+        "anomaly_score": result.score.astype(np.float32),
+        "reconstruction_error": result.reconstruction_error.astype(np.float32),
+        "split": data.split}
+    if result.kl is not None:
+        branches["kl"] = result.kl.astype(np.float32)
+    if labels is not None:
+        branches["label"] = labels.astype(np.int32)
+    if scanned is not None:
+        branches["scanned"] = scanned.astype(np.int8)
+    return write_friend_trees(out_dir, data.source, branches, suffix="anomaly", tree="anomaly",
+                              metadata=metadata)
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -514,23 +503,20 @@ def _injection_table(score: np.ndarray, labels: np.ndarray, scanned: np.ndarray,
 def _normalization(data: AnomalyData, background: int | None, mode: str
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shift and scale from the training entries, accumulated chunk by chunk in float64."""
-    total, total_sq, n = 0.0, 0.0, 0
-    for i in range(len(data.source.chunks)):
+    def training_entries(i: int) -> torch.Tensor:
         (x,), y = data.chunk(i)
         keep = torch.from_numpy(data.split_of(i) == 0)
         if background is not None:
             keep &= y == background
-        xs = x[keep].double()
-        total = total + xs.sum(0)
-        total_sq = total_sq + (xs * xs).sum(0)
-        n += len(xs)
+        return x[keep]
+
+    mean, std, n = chunk_moments(training_entries(i) for i in range(len(data.source.chunks)))
     if n == 0:
         raise EmptyInputError("anomaly: no training entries of the background class; "
                               "check data.split, data.labels and anomaly.background")
-    mean = total / n
-    var = (total_sq / n - mean * mean).clamp_min(0)
+    var = std * std
     if mode == "standardize":
-        return mean.float(), var.sqrt().float()
+        return mean.float(), std.float()
     if mode == "scale":
         grand = float(mean.mean())
         grand_var = float((var + (mean - grand) ** 2).mean())

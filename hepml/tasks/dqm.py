@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 import torch
 
-import hepml.models.autoencoder  # noqa: F401  (registers the autoencoder models)
 from hepml import evaluation
 from hepml.config import DataConfig, WorkflowConfig, from_mapping, to_dict
 from hepml.errors import (
@@ -60,14 +59,16 @@ from hepml.errors import (
     UnknownKeyError,
 )
 from hepml.evaluation import dqm_plots
-from hepml.io import ChunkSpec, Source, expand_files, open_tree, read_metadata, write_friend_tree
-from hepml.models._registry import build_model
+from hepml.evaluation.metrics import binomial_rate
+from hepml.io import ChunkSpec, Source, expand_files, open_tree, read_metadata, write_friend_trees
+from hepml.models import build_model
 from hepml.representations.lumisections import LumisectionMapConfig, LumisectionMaps
 from hepml.tasks.rundir import open_run_dir
 from hepml.tasks.tagging import SPLIT_NAMES, assign_split
 from hepml.training import (
     ChunkedDataset,
     Trainer,
+    chunk_moments,
     distributed,
     load_checkpoint,
     resolve_device,
@@ -78,7 +79,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DQMConfig", "LumisectionData", "ScoreCalibration", "ScoredRun",
            "build_representation", "calibrate", "multiscale_statistics", "run", "score_files",
-           "score_lumisections", "dqm_metrics", "binomial", "MODEL_KINDS", "SCORE_DEFINITIONS"]
+           "score_lumisections", "dqm_metrics", "MODEL_KINDS", "SCORE_DEFINITIONS"]
 
 #: Models that can monitor lumisection maps, and the default.
 MODEL_KINDS = ("conv_autoencoder", "autoencoder")
@@ -185,24 +186,6 @@ def build_representation(spec: dict[str, Any]) -> LumisectionMaps:
     if kind != "lumisection_maps":
         raise UnknownKeyError(kind, ["lumisection_maps"], where="representation.kind")
     return LumisectionMaps(LumisectionMapConfig.from_dict(spec))
-
-
-def binomial(passed: int, total: int) -> dict[str, Any]:
-    """A rate with its binomial uncertainty ``sqrt(p (1 - p) / n)`` and a 68 % interval.
-
-    The interval is Wilson's score interval (z = 1), which stays inside [0, 1] and is not
-    empty at 0 or n passes, where the simple uncertainty is 0. NaN for ``total == 0``.
-    """
-    if total <= 0:
-        return {"value": math.nan, "uncertainty": math.nan, "interval_68": [math.nan, math.nan],
-                "passed": int(passed), "total": int(total)}
-    p = passed / total
-    z2 = 1.0
-    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
-    half = math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / (1 + z2 / total)
-    return {"value": p, "uncertainty": math.sqrt(max(p * (1 - p), 0.0) / total),
-            "interval_68": [max(0.0, centre - half), min(1.0, centre + half)],
-            "passed": int(passed), "total": int(total)}
 
 
 # ----------------------------------------------------------------------------- data
@@ -386,28 +369,14 @@ class LumisectionData:
     def moments(self, selection: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Per-bin mean and standard deviation (n - 1) of the selected maps, chunk by chunk.
 
-        Chunks are merged with the parallel update of Chan, Golub and LeVeque (float64).
+        See :func:`hepml.training.chunk_moments`.
         """
-        n, mean, m2 = 0, None, None
-        for i in range(len(self.source.chunks)):
-            sel = torch.from_numpy(selection[self.chunk_slice(i)])
-            if not sel.any():
-                continue
-            x = self.chunk(i).maps[sel][:, 0].double()
-            nb = len(x)
-            mb = x.mean(0)
-            m2b = ((x - mb) ** 2).sum(0)
-            if mean is None:
-                n, mean, m2 = nb, mb, m2b
-            else:
-                delta = mb - mean
-                total = n + nb
-                mean = mean + delta * nb / total
-                m2 = m2 + m2b + delta ** 2 * n * nb / total
-                n = total
+        mean, std, n = chunk_moments(
+            (self.chunk(i).maps[torch.from_numpy(selection[self.chunk_slice(i)])][:, 0]
+             for i in range(len(self.source.chunks)) if selection[self.chunk_slice(i)].any()),
+            ddof=1)
         if mean is None:
             raise EmptyInputError("no lumisections selected for the normalisation")
-        std = (m2 / max(n - 1, 1)).sqrt()
         return mean, std, n
 
 
@@ -694,12 +663,12 @@ def dqm_metrics(scored: ScoredRun, data: LumisectionData, *, threshold: float,
                            "n_flagged": int(flagged.sum())}
     if data.fault is None:
         sel = valid & (split == test_split) if test_split is not None else valid
-        out["flag_rate"] = binomial(int((flagged & sel).sum()), int(sel.sum()))
+        out["flag_rate"] = binomial_rate(int((flagged & sel).sum()), int(sel.sum()))
         return out
     fault = torch.as_tensor(data.fault, device=device)
     good = valid & (fault == 0)
     test_good = good & (split == test_split) if test_split is not None else good
-    out["false_alarm_rate"] = binomial(int((flagged & test_good).sum()), int(test_good.sum()))
+    out["false_alarm_rate"] = binomial_rate(int((flagged & test_good).sum()), int(test_good.sum()))
     out["false_alarm_rate"]["measured_on"] = (f"good LS of the {SPLIT_NAMES[test_split]} split"
                                               if test_split is not None else "all good LS")
     eff_sel = valid & (fault > 0)
@@ -720,7 +689,7 @@ def dqm_metrics(scored: ScoredRun, data: LumisectionData, *, threshold: float,
             continue
         name = data.fault_names[code]
         row: dict[str, Any] = {"code": code, "n_lumisections": n,
-                               "efficiency": binomial(int((flagged & sel).sum()), n)}
+                               "efficiency": binomial_rate(int((flagged & sel).sum()), n)}
         has_mask = sel & torch.isfinite(frac)
         n_mask = int(has_mask.sum())
         if n_mask:
@@ -729,7 +698,7 @@ def dqm_metrics(scored: ScoredRun, data: LumisectionData, *, threshold: float,
                                        "max": float(f.max())}
             row["touches_coverage"] = bool(float(f.mean()) >= dqm.coverage)
             t1 = top1[has_mask]
-            row["top1_in_mask"] = binomial(int(t1.sum()), n_mask)
+            row["top1_in_mask"] = binomial_rate(int(t1.sum()), n_mask)
             p = prec[has_mask]
             row["topk_precision"] = {
                 "mean": float(p.mean()),
@@ -786,34 +755,15 @@ def _write_friend_trees(out_dir: Path, data: LumisectionData, scored: ScoredRun,
                         flagged: np.ndarray, *, with_split: bool,
                         metadata: dict[str, Any]) -> list[Path]:
     """One friend tree ``dqm`` per input file, LS for LS."""
-    written = []
-    offset = 0
-    for path in data.source.paths:
-        n = data.source.entries[path]
-        sl = slice(offset, offset + n)
-        branches: dict[str, np.ndarray] = {
-            "anomaly_score": scored.score[sl].astype(np.float32),
-            "flagged": flagged[sl].astype(np.bool_),
-            "excluded": data.excluded[sl].astype(np.bool_),
-        }
-        if with_split:
-            branches["split"] = data.split[sl]
-        target = out_dir / f"{Path(path).stem}.dqm.root"
-        written.append(write_friend_tree(target, branches, tree=FRIEND_TREE, n_entries=n,
-                                         source=path, source_tree=data.source.tree,
-                                         metadata=metadata))
-        offset += n
-    return written
-
-
-def _file_positions(data: LumisectionData) -> tuple[list[str], np.ndarray]:
-    """The input file and the entry in that file of every LS."""
-    files, entries = [], []
-    for path in data.source.paths:
-        n = data.source.entries[path]
-        files += [path] * n
-        entries.append(np.arange(n))
-    return files, np.concatenate(entries)
+    branches: dict[str, np.ndarray] = {
+        "anomaly_score": scored.score.astype(np.float32),
+        "flagged": flagged.astype(np.bool_),
+        "excluded": data.excluded.astype(np.bool_),
+    }
+    if with_split:
+        branches["split"] = data.split
+    return write_friend_trees(out_dir, data.source, branches, suffix="dqm", tree=FRIEND_TREE,
+                              metadata=metadata)
 
 
 def _write_flagged_csv(path: Path, data: LumisectionData, scored: ScoredRun,
@@ -822,7 +772,7 @@ def _write_flagged_csv(path: Path, data: LumisectionData, scored: ScoredRun,
     """``flagged_lumisections.csv``: one row per flagged LS, in run and lumi order."""
     rep = data.representation
     width = rep.output_shape[2]
-    files, entries = _file_positions(data)
+    file_of, entries = data.source.locate(np.arange(data.num_entries))
     idx = np.flatnonzero(flagged)
     idx = idx[np.lexsort((data.lumi[idx], data.run[idx]))]
     k_top = scored.top_index.shape[1]
@@ -836,7 +786,8 @@ def _write_flagged_csv(path: Path, data: LumisectionData, scored: ScoredRun,
         writer.writerow(header)
         for i in idx:
             fault = data.fault_names[data.fault[i]] if data.fault is not None else ""
-            row = [int(data.run[i]), int(data.lumi[i]), files[i], int(entries[i]),
+            row = [int(data.run[i]), int(data.lumi[i]), data.source.paths[file_of[i]],
+                   int(entries[i]),
                    SPLIT_NAMES[data.split[i]], f"{scored.score[i]:.6g}", f"{threshold:.6g}",
                    trigger_names[scored.trigger[i]] if scored.trigger[i] >= 0 else "", fault]
             for k in range(k_top):

@@ -37,7 +37,7 @@ from hepml.errors import (
     MissingBranchError,
     UnknownKeyError,
 )
-from hepml.io import Source, expand_files, open_tree, read, write_friend_tree
+from hepml.io import Source, expand_files, open_tree, read, write_friend_trees
 from hepml.models import build_model
 from hepml.representations import (
     EventGraphConfig,
@@ -230,23 +230,15 @@ def write_predictions(out_dir: Path, source: Source, scores: np.ndarray, class_n
 
     Branches: ``score_<class>``, and ``label`` and ``split`` when given.
     """
-    written = []
-    offset = 0
-    for path in source.paths:
-        n = source.entries[path]
-        branches: dict[str, np.ndarray] = {
-            f"score_{name}": scores[offset:offset + n, k].astype(np.float32)
-            for k, name in enumerate(class_names)
-        }
-        if labels is not None:
-            branches["label"] = labels[offset:offset + n].astype(np.int32)
-        if split is not None:
-            branches["split"] = split[offset:offset + n]
-        target = out_dir / f"{Path(path).stem}.predictions.root"
-        written.append(write_friend_tree(target, branches, tree="predictions", n_entries=n,
-                                         source=path, source_tree=source.tree, metadata=metadata))
-        offset += n
-    return written
+    branches: dict[str, np.ndarray] = {
+        f"score_{name}": scores[:, k].astype(np.float32) for k, name in enumerate(class_names)
+    }
+    if labels is not None:
+        branches["label"] = labels.astype(np.int32)
+    if split is not None:
+        branches["split"] = split
+    return write_friend_trees(out_dir, source, branches, suffix="predictions",
+                              tree="predictions", metadata=metadata)
 
 
 def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: Sequence[str],

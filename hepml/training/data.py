@@ -10,14 +10,14 @@ Under torchrun each rank takes every ``world_size``-th entry of each shuffled ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import IterableDataset
 
 from hepml.training import distributed
 
-__all__ = ["ChunkedDataset", "ChunkLoader"]
+__all__ = ["ChunkedDataset", "ChunkLoader", "chunk_moments"]
 
 #: Returns the tensors of one chunk: inputs first, targets last.
 ChunkLoader = Callable[[], tuple[torch.Tensor, ...]]
@@ -94,3 +94,38 @@ class ChunkedDataset(IterableDataset):
             for start in range(0, len(idx), per_rank):
                 sel = idx[start : start + per_rank]
                 yield tuple(t[sel] for t in tensors)
+
+
+def chunk_moments(chunks: Iterable[torch.Tensor], *, ddof: int = 0
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    """Element-wise mean and standard deviation over the entries of data seen chunk by chunk.
+
+    Each chunk is ``[n, ...]``; the moments run over the first axis. Chunks are merged with
+    the pairwise update of Chan, Golub and LeVeque in float64, so the result does not
+    depend on how the entries are cut into chunks and no chunk is held after its turn.
+
+    Args:
+        chunks: The data, one tensor per chunk (empty chunks are skipped).
+        ddof: 0 for the population standard deviation, 1 for the sample one.
+
+    Returns:
+        ``(mean, std, n)``; ``(None, None, 0)`` when there are no entries.
+    """
+    n, mean, m2 = 0, None, None
+    for x in chunks:
+        if len(x) == 0:
+            continue
+        x = x.double()
+        nb, mb = len(x), x.mean(0)
+        m2b = ((x - mb) ** 2).sum(0)
+        if mean is None:
+            n, mean, m2 = nb, mb, m2b
+        else:
+            delta = mb - mean
+            total = n + nb
+            mean = mean + delta * nb / total
+            m2 = m2 + m2b + delta ** 2 * n * nb / total
+            n = total
+    if mean is None:
+        return None, None, 0
+    return mean, (m2 / max(n - ddof, 1)).sqrt(), n
