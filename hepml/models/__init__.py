@@ -6,16 +6,18 @@ rebuilt without the workflow file. Registered kinds: ``cnn`` (jet images),
 ``particlenet`` (particle clouds), ``gnn`` (event graphs), ``interaction_network`` (hit-graph
 edge classifier), ``lstm_tracker`` (next-hit predictor), and the anomaly detectors
 ``autoencoder`` (dense, feature vectors) and ``conv_autoencoder`` (images, detector maps),
-each optionally variational, denoising or sparse.
+each optionally variational, denoising or sparse, and ``calogan`` (a conditional
+generator of calorimeter showers with its discriminator).
 """
 
 from hepml.models._registry import ACTIVATIONS, MODELS, activation, build_model, register_model
 from hepml.models.autoencoder import AutoencoderBase, ConvAutoencoder, DenseAutoencoder
+from hepml.models.calogan import CaloGAN
 from hepml.models.cnn import JetImageCNN
 from hepml.models.gnn import EventGNN
 from hepml.models.hit_gnn import EdgeClassifierIN
 from hepml.models.lstm_tracker import LSTMTracker
 from hepml.models.particlenet import ParticleNet
 
-__all__ = ["ACTIVATIONS", "MODELS", "AutoencoderBase", "ConvAutoencoder", "DenseAutoencoder", "EdgeClassifierIN", "EventGNN", "LSTMTracker", "JetImageCNN", "activation", "build_model",
+__all__ = ["ACTIVATIONS", "MODELS", "AutoencoderBase", "CaloGAN", "ConvAutoencoder", "DenseAutoencoder", "EdgeClassifierIN", "EventGNN", "LSTMTracker", "JetImageCNN", "activation", "build_model",
            "register_model", "ParticleNet"]

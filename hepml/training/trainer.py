@@ -7,6 +7,19 @@ improvement) from which ``resume=True`` continues exactly: data order depends on
 ``(seed, epoch)`` and the RNG state is restored, so a resumed run on the CPU ends with the
 same weights as an uninterrupted one. Under torchrun it wraps the model in
 DistributedDataParallel and only rank 0 writes.
+
+A model that trains with several optimisers (a GAN: generator and discriminator) says so
+by defining three methods, and the trainer then hands it the optimisation step:
+
+* ``optimizer_groups() -> {name: {"params": [...], **options}}``: one optimiser per group,
+  built from the training configuration, ``options`` (``lr``, ``betas``) overriding it;
+* ``training_step(inputs, target, step) -> {"loss": tensor, other: tensor...}``: one
+  training batch; ``step(name, loss)`` back-propagates ``loss`` and steps group ``name``'s
+  optimiser (gradient scaling and clipping included), and ``step.autocast()`` is the
+  mixed-precision context for forward passes; the other values returned are averaged over
+  the epoch into the history as ``train_<other>``;
+* ``validation_step(inputs, target) -> tensor``: the scalar validation loss of a batch,
+  used for early stopping and the best checkpoint.
 """
 
 from __future__ import annotations
@@ -62,6 +75,21 @@ def _float(out: Any) -> Any:
     return out.float()
 
 
+class _Stepper:
+    """``step(name, loss)`` and ``step.autocast()`` handed to a model's own training step."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+
+    def __call__(self, name: str, loss: torch.Tensor) -> None:
+        self._trainer._step(name, loss)
+
+    def autocast(self) -> Any:
+        """Mixed precision for forward passes, as the trainer is configured."""
+        t = self._trainer
+        return torch.autocast(t.device.type, dtype=torch.float16, enabled=t.amp)
+
+
 class Trainer:
     """Train and apply a model.
 
@@ -110,8 +138,16 @@ class Trainer:
         if self.amp and self.device.type != "cuda":
             raise ConfigError("training.mixed_precision is only supported on CUDA; use 'auto'")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.optimizer = self._make_optimizer()
-        self.scheduler = self._make_scheduler()
+        self.manual = callable(getattr(self.module, "training_step", None))
+        if self.manual and self.distributed:
+            raise ConfigError("models with their own training step (GANs) are not supported "
+                              "under torchrun yet; run them in one process")
+        groups = (self.module.optimizer_groups() if self.manual
+                  else {"model": {"params": list(self.module.parameters())}})
+        self.optimizers = {name: self._make_optimizer(**g) for name, g in groups.items()}
+        self.schedulers = {name: self._make_scheduler(opt) for name, opt in self.optimizers.items()}
+        self.optimizer = next(iter(self.optimizers.values()))
+        self.scheduler = self.schedulers[next(iter(self.optimizers))]
         self.epoch = 0
         self.global_step = 0
         self.best_val_loss = math.inf
@@ -120,22 +156,23 @@ class Trainer:
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ set-up
-    def _make_optimizer(self) -> torch.optim.Optimizer:
+    def _make_optimizer(self, params: list[nn.Parameter], **options: Any) -> torch.optim.Optimizer:
+        """The configured optimiser over ``params``; ``options`` (``lr``, ``betas``) override it."""
         c = self.config
-        decay = [p for p in self.module.parameters() if p.requires_grad and p.ndim > 1]
-        other = [p for p in self.module.parameters() if p.requires_grad and p.ndim <= 1]
+        decay = [p for p in params if p.requires_grad and p.ndim > 1]
+        other = [p for p in params if p.requires_grad and p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": c.weight_decay},
                   {"params": other, "weight_decay": 0.0}]
-        if c.optimizer == "adam":
-            return torch.optim.Adam(groups, lr=c.learning_rate)
-        if c.optimizer == "adamw":
-            return torch.optim.AdamW(groups, lr=c.learning_rate)
+        lr = options.pop("lr", c.learning_rate)
+        if c.optimizer in ("adam", "adamw"):
+            cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
+            return cls(groups, lr=lr, **{k: v for k, v in options.items() if k == "betas"})
         if c.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=c.learning_rate, momentum=c.momentum)
-        return torch.optim.RMSprop(groups, lr=c.learning_rate, momentum=c.momentum)
+            return torch.optim.SGD(groups, lr=lr, momentum=c.momentum)
+        return torch.optim.RMSprop(groups, lr=lr, momentum=c.momentum)
 
-    def _make_scheduler(self) -> Any:
-        c, opt = self.config, self.optimizer
+    def _make_scheduler(self, opt: torch.optim.Optimizer) -> Any:
+        c = self.config
         if c.scheduler == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
         if c.scheduler == "step":
@@ -152,8 +189,9 @@ class Trainer:
         return {
             "model": self.model_spec,
             "model_state": self.module.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "scheduler_state": self.scheduler.state_dict() if self.scheduler else None,
+            "optimizer_state": self._per_group({k: o.state_dict() for k, o in self.optimizers.items()}),
+            "scheduler_state": self._per_group({k: s.state_dict() if s else None
+                                                for k, s in self.schedulers.items()}),
             "scaler_state": self.scaler.state_dict(),
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -168,6 +206,13 @@ class Trainer:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
 
+    def _per_group(self, values: dict[str, Any]) -> Any:
+        """One optimiser's state as it is; several as a dict by group name."""
+        return values if self.manual else next(iter(values.values()))
+
+    def _by_group(self, value: Any) -> dict[str, Any]:
+        return value if self.manual else {next(iter(self.optimizers)): value}
+
     def load_state_dict(self, state: dict[str, Any], *, source: str = "checkpoint") -> None:
         """Restore a state written by :meth:`state_dict`; refuse one of another model."""
         if state.get("model") != self.model_spec:
@@ -177,11 +222,14 @@ class Trainer:
             )
         try:
             self.module.load_state_dict(state["model_state"])
-            self.optimizer.load_state_dict(state["optimizer_state"])
+            for name, opt_state in self._by_group(state["optimizer_state"]).items():
+                self.optimizers[name].load_state_dict(opt_state)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{source}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
-        if self.scheduler and state.get("scheduler_state"):
-            self.scheduler.load_state_dict(state["scheduler_state"])
+        if state.get("scheduler_state"):
+            for name, sched_state in self._by_group(state["scheduler_state"]).items():
+                if self.schedulers.get(name) is not None and sched_state:
+                    self.schedulers[name].load_state_dict(sched_state)
         if state.get("scaler_state"):
             self.scaler.load_state_dict(state["scaler_state"])
         self.epoch = int(state["epoch"])
@@ -204,9 +252,48 @@ class Trainer:
             return 0.0
         return self.config.l1 * sum(p.abs().sum() for p in self.module.parameters() if p.ndim > 1)
 
+    def _step(self, name: str, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` and step optimiser ``name`` (for models' own training steps)."""
+        if not torch.isfinite(loss):
+            return  # a non-finite batch is skipped; the epoch's mean loss reports it
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip:
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
+                                     self.config.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def _batch(self, inputs: list[torch.Tensor], target: torch.Tensor, train: bool
+               ) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
+        """Run one batch: (loss, model output or None, extra values to average)."""
+        if self.manual:
+            if not train:
+                return self.module.validation_step(inputs, target).float(), None, {}
+            values = dict(self.module.training_step(inputs, target, _Stepper(self)))
+            self.global_step += 1
+            return values.pop("loss").float(), None, values
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            out = _float(self.model(*inputs))
+            loss = self.loss_fn(out, target)
+        if train:
+            total = loss + self._penalty()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            if self.config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.module.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.global_step += 1
+        return loss, out, {}
+
     def _run_epoch(self, data: ChunkedDataset, *, train: bool, desc: str) -> dict[str, float]:
         self.model.train(train)
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, correct, n
+        extra: dict[str, torch.Tensor] = {}
         bar = tqdm(total=len(data), desc=desc, unit=self.unit, unit_scale=True, leave=False,
                    disable=None if distributed.is_main_process() else True)
         start = time.perf_counter()
@@ -215,21 +302,11 @@ class Trainer:
             for *inputs, target in data:
                 inputs = [x.to(self.device, non_blocking=True) for x in inputs]
                 target = target.to(self.device, non_blocking=True)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                    out = _float(self.model(*inputs))
-                    loss = self.loss_fn(out, target)
-                if train:
-                    total = loss + self._penalty()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scaler.scale(total).backward()
-                    if self.config.grad_clip:
-                        self.scaler.unscale_(self.optimizer)
-                        nn.utils.clip_grad_norm_(self.module.parameters(), self.config.grad_clip)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.global_step += 1
+                loss, out, values = self._batch(inputs, target, train)
                 n = len(target)
                 totals[0] += loss.detach().double() * n
+                for key, value in values.items():
+                    extra[key] = extra.get(key, 0.0) + value.detach().double() * n
                 if (isinstance(out, torch.Tensor) and out.ndim == 2 and target.ndim == 1
                         and not target.is_floating_point()):
                     classifies = True
@@ -244,7 +321,8 @@ class Trainer:
         # accuracy only for class-index targets (not for regression or edge scores)
         return {"loss": totals[0].item() / n,
                 "accuracy": totals[1].item() / n if classifies else math.nan,
-                "items_per_s": totals[2].item() / max(seconds, 1e-9)}
+                "items_per_s": totals[2].item() / max(seconds, 1e-9),
+                **{k: float(v) / n for k, v in extra.items()}}
 
     def fit(self, train: ChunkedDataset, val: ChunkedDataset, *, resume: bool = False) -> list[dict[str, float]]:
         """Train until ``epochs`` or early stopping; return the per-epoch history.
@@ -269,14 +347,17 @@ class Trainer:
             tr = self._run_epoch(train, train=True, desc=f"epoch {epoch}/{c.epochs} train")
             va = self._run_epoch(val, train=False, desc=f"epoch {epoch}/{c.epochs} val")
             lr = self.optimizer.param_groups[0]["lr"]
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(va["loss"])
-            elif self.scheduler is not None:
-                self.scheduler.step()
+            for scheduler in self.schedulers.values():
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(va["loss"])
+                elif scheduler is not None:
+                    scheduler.step()
             self.epoch = epoch
             row = {"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
                    "val_loss": va["loss"], "val_accuracy": va["accuracy"], "lr": lr,
-                   "train_items_per_s": tr["items_per_s"]}
+                   "train_items_per_s": tr["items_per_s"],
+                   **{f"train_{k}": v for k, v in tr.items()
+                      if k not in ("loss", "accuracy", "items_per_s")}}
             self.history.append(row)
             improved = va["loss"] < self.best_val_loss - c.min_delta
             if improved:

@@ -1,0 +1,159 @@
+"""The CaloGAN model and adversarial training through the shared trainer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hepml.config import TrainingConfig
+from hepml.errors import CheckpointError
+from hepml.models import build_model
+from hepml.models.calogan import (
+    EnergyRangeWarning,
+    MinibatchDiscrimination,
+    _upsampling_plan,
+    discriminator_inputs,
+)
+from hepml.training import ChunkedDataset, Trainer
+from hepml.training.checkpoint import load_checkpoint
+
+SMALL = {"layer_shapes": [[2, 8], [4, 4], [4, 2]], "latent_dim": 8, "channels": 8,
+         "disc_channels": 4, "disc_features": 8, "minibatch_kernels": 4,
+         "energy_min": 1.0, "energy_max": 100.0}
+
+
+def _toy_showers(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Showers whose layer shares do not depend on the energy: cells (n, 40) in GeV."""
+    g = torch.Generator().manual_seed(seed)
+    energy = 1 + 99 * torch.rand(n, generator=g)
+    shares = torch.rand(n, 40, generator=g) * (torch.rand(n, 40, generator=g) < 0.6)
+    shares = shares / shares.sum(1, keepdim=True) * 0.9
+    return shares * energy[:, None], energy, torch.zeros(n, dtype=torch.long)
+
+
+def _data(n: int, seed: int, shuffle: bool) -> ChunkedDataset:
+    cells, energy, p = _toy_showers(n, seed)
+    return ChunkedDataset([lambda: (cells, energy, p, energy)], [n], batch_size=32,
+                          shuffle=shuffle, seed=seed)
+
+
+def test_upsampling_plan_reaches_every_calogan_layer() -> None:
+    for rows, cols in [(3, 96), (12, 12), (12, 6), (1, 8), (10, 16), (16, 9), (50, 18)]:
+        (r0, c0), factors = _upsampling_plan(rows, cols)
+        assert r0 * math.prod(f[0] for f in factors) == rows
+        assert c0 * math.prod(f[1] for f in factors) == cols
+
+
+def test_generated_showers_have_the_layer_shapes_and_scale_with_energy() -> None:
+    torch.manual_seed(0)
+    model = build_model("calogan")
+    assert model.layer_shapes == [(3, 96), (12, 12), (12, 6)]
+    z = torch.randn(4, model.latent_dim)
+    e = torch.tensor([10.0, 10.0, 40.0, 40.0])
+    out = model(e, z=z)
+    assert [tuple(x.shape) for x in out] == [(4, 3, 96), (4, 12, 12), (4, 12, 6)]
+    assert all(bool((x >= 0).all()) for x in out)  # ReLU output: energies are never negative
+    # the streams give shares of the incident energy: cells = share(z, E) * E
+    shares = model.generator(z, model.condition(e))
+    for x, s in zip(out, shares, strict=True):
+        torch.testing.assert_close(x, s * e.view(-1, 1, 1))
+
+
+def test_minibatch_discrimination_matches_the_pairwise_sum() -> None:
+    torch.manual_seed(1)
+    mbd = MinibatchDiscrimination(6, kernels=3, dim=4)
+    x = torch.randn(5, 6)
+    m = (x @ mbd.T).view(5, 3, 4)
+    expected = torch.zeros(5, 3)
+    for i in range(5):
+        for j in range(5):
+            if i != j:
+                expected[i] += torch.exp(-((m[i] - m[j]) ** 2).sum(-1))
+    torch.testing.assert_close(mbd(x), expected, atol=1e-5, rtol=1e-4)
+    # identical entries see each other fully: B - 1 per kernel
+    same = mbd(torch.ones(4, 6))
+    torch.testing.assert_close(same, torch.full((4, 3), 3.0))
+
+
+def test_discriminator_inputs() -> None:
+    layer = torch.zeros(1, 2, 2)
+    layer[0, 0, 0] = 0.5
+    images, energy = discriminator_inputs([layer, torch.zeros(1, 1, 3)])
+    assert images[0].shape == (1, 2, 2, 2)
+    assert float(images[0][0, 0, 0, 0]) == pytest.approx(5.0)
+    assert float(images[0][0, 1, 1, 1]) == 0.0  # an empty cell is 0 in the log channel
+    assert float(images[0][0, 1, 0, 0]) == pytest.approx(math.log1p(0.5 / 1e-5) / math.log1p(1e5))
+    # log share per layer, then the total response
+    torch.testing.assert_close(energy, torch.tensor([[math.log(0.5 + 1e-5), math.log(1e-5), 0.5]]))
+
+
+def test_energy_outside_the_trained_range_warns_then_generates() -> None:
+    model = build_model("calogan", **SMALL)
+    with pytest.warns(EnergyRangeWarning, match=r"2 of 3 .*outside the training range \[1, 100\]"):
+        out = model.sample(torch.tensor([0.5, 50.0, 200.0]))
+    assert out[0].shape == (3, 2, 8)
+
+
+def test_particles_condition_the_generator() -> None:
+    model = build_model("calogan", **{**SMALL, "particles": [-11, 22]})
+    assert model.cond_dim == 4
+    torch.testing.assert_close(model.particle_index(torch.tensor([22, -11, 22])),
+                               torch.tensor([1, 0, 1]))
+    with pytest.raises(ValueError, match="211"):
+        model.particle_index(torch.tensor([211]))
+    with pytest.raises(ValueError, match="say which one"):
+        model.sample(torch.tensor([10.0]))
+
+
+def _trainer(tmp_path, epochs: int) -> Trainer:
+    torch.manual_seed(0)
+    model = build_model("calogan", **SMALL)
+    cfg = TrainingConfig(epochs=epochs, batch_size=32, learning_rate=2e-4,
+                         early_stopping_patience=0, device="cpu")
+    return Trainer(model, cfg, run_dir=tmp_path, model_spec={"kind": "calogan", "kwargs": SMALL},
+                   seed=3, unit="shower")
+
+
+def test_trainer_runs_the_adversarial_steps_and_checkpoints_both_optimisers(tmp_path) -> None:
+    t = _trainer(tmp_path, epochs=2)
+    assert set(t.optimizers) == {"discriminator", "generator"}
+    assert t.optimizers["generator"].param_groups[0]["betas"] == (0.5, 0.9)
+    g0 = [p.detach().clone() for p in t.module.generator.parameters()]
+    history = t.fit(_data(128, 0, True), _data(64, 1, False))
+    assert len(history) == 2
+    row = history[-1]
+    for key in ("train_loss", "val_loss", "train_d_loss", "train_r1", "train_d_real",
+                "train_d_fake", "train_energy_loss"):
+        assert math.isfinite(row[key]), key
+    assert 0 < row["train_d_real"] < 1
+    assert any(not torch.equal(a, b) for a, b in zip(g0, t.module.generator.parameters(), strict=True))
+    state = load_checkpoint(tmp_path / "checkpoint_last.pt")
+    assert set(state["optimizer_state"]) == {"discriminator", "generator"}
+    assert state["global_step"] == 2 * 4  # 128 showers / 32 per batch, two epochs
+
+
+def test_interrupted_gan_training_resumes_to_the_same_weights(tmp_path) -> None:
+    full = _trainer(tmp_path / "full", epochs=3)
+    full.fit(_data(96, 0, True), _data(64, 1, False))
+    part = _trainer(tmp_path / "part", epochs=1)
+    part.fit(_data(96, 0, True), _data(64, 1, False))
+    resumed = _trainer(tmp_path / "part", epochs=3)  # a new process picking up the run
+    resumed.fit(_data(96, 0, True), _data(64, 1, False), resume=True)
+    for a, b in zip(full.module.state_dict().values(), resumed.module.state_dict().values(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [r["val_loss"] for r in resumed.history] == pytest.approx(
+        [r["val_loss"] for r in full.history])
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path) -> None:
+    t = _trainer(tmp_path, epochs=1)
+    t.fit(_data(64, 0, True), _data(64, 1, False))
+    other = build_model("calogan", **{**SMALL, "latent_dim": 4})
+    cfg = TrainingConfig(epochs=2, batch_size=32, early_stopping_patience=0, device="cpu")
+    t2 = Trainer(other, cfg, run_dir=tmp_path,
+                 model_spec={"kind": "calogan", "kwargs": {**SMALL, "latent_dim": 4}})
+    with pytest.raises(CheckpointError, match="holds model"):
+        t2.fit(_data(64, 0, True), _data(64, 1, False), resume=True)
