@@ -7,6 +7,9 @@
   entry per event;
 * :mod:`hepml.simulation.tracker`: hits of charged particles in a barrel silicon tracker
   (TrackML layout) with pile-up, one entry per event;
+* :mod:`hepml.simulation.showers`: single-particle showers in CaloGAN's layered
+  calorimeter from the GFlash parametrisation (and a hadronic model for pions), one entry
+  per shower;
 * :mod:`hepml.simulation.dqm`: a monitoring run of lumisections, each holding detector
   histograms (calorimeter occupancy, tracker hit occupancy per layer) accumulated from
   minimum-bias collisions with pile-up, with labelled faults injected; one entry per
@@ -45,6 +48,15 @@ from hepml.simulation.jets import (
     generate_jets,
     generate_mixture,
 )
+from hepml.simulation.showers import (
+    PB_LAR,
+    Material,
+    ShowerSimulationConfig,
+    as_homogeneous,
+    shower_material,
+    simulate_showers,
+    simulate_spots,
+)
 from hepml.simulation.tracker import (
     HitSimulationConfig,
     Layer,
@@ -56,6 +68,13 @@ from hepml.simulation.tracker import (
 )
 
 __all__ = [
+    "PB_LAR",
+    "Material",
+    "ShowerSimulationConfig",
+    "as_homogeneous",
+    "shower_material",
+    "simulate_showers",
+    "simulate_spots",
     "FAULTS",
     "CollisionPool",
     "DQMConfig",
