@@ -10,6 +10,9 @@ Layers inside this package::
               TrackML hit weights and score
     anomaly   figures of merit of anomaly scans: signal efficiency at fixed background
               efficiency, significance improvement, mass sculpting
+    showers   generated vs reference calorimeter showers: the CaloGAN shower-shape
+              observables, separation powers, a classifier two-sample test, the energy
+              response against incident energy (``shower_plots`` draws them)
     plots     CPU numpy arrays in, PNG + PDF files out (matplotlib, mplhep style);
               ``tracking_plots`` for efficiencies, event displays and edge scores;
               ``anomaly_plots`` and ``dqm_plots`` for the autoencoder jobs (score
@@ -73,6 +76,13 @@ _LAZY = {
     "plot_score_by_type": "dqm_plots",
     "write_report": "report",
     "write_metrics_json": "report",
+    "shower_observables": "showers",
+    "separation_power": "showers",
+    "separation_powers": "showers",
+    "high_level_features": "showers",
+    "classifier_two_sample_test": "showers",
+    "response_vs_energy": "showers",
+    "compare_showers": "showers",
 }
 
 __all__ = [
@@ -117,6 +127,13 @@ __all__ = [
     "plot_score_by_type",
     "write_report",
     "write_metrics_json",
+    "shower_observables",
+    "separation_power",
+    "separation_powers",
+    "high_level_features",
+    "classifier_two_sample_test",
+    "response_vs_energy",
+    "compare_showers",
 ]
 
 
