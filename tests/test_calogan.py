@@ -124,8 +124,8 @@ def test_trainer_runs_the_adversarial_steps_and_checkpoints_both_optimisers(tmp_
     history = t.fit(_data(128, 0, True), _data(64, 1, False))
     assert len(history) == 2
     row = history[-1]
-    for key in ("train_loss", "val_loss", "train_d_loss", "train_r1", "train_d_real",
-                "train_d_fake", "train_energy_loss"):
+    for key in ("train_loss", "val_loss", "train_d_loss", "train_penalty", "train_d_real",
+                "train_d_fake", "train_energy_consistency"):
         assert math.isfinite(row[key]), key
     assert 0 < row["train_d_real"] < 1
     assert any(not torch.equal(a, b) for a, b in zip(g0, t.module.generator.parameters(), strict=True))
@@ -157,3 +157,53 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path) -> None:
                  model_spec={"kind": "calogan", "kwargs": {**SMALL, "latent_dim": 4}})
     with pytest.raises(CheckpointError, match="holds model"):
         t2.fit(_data(64, 0, True), _data(64, 1, False), resume=True)
+
+
+class _LinearCritic(torch.nn.Module):
+    """D(x) = Σ w·x over the two-channel images and the energy features: |∇D| = |w|."""
+
+    def __init__(self, shapes: list[tuple[int, int]], n_energy: int) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.w = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(2, *s) * 0.1)
+                                        for s in shapes)
+        self.v = torch.nn.Parameter(torch.randn(n_energy) * 0.1)
+
+    def forward(self, images, energy, cond):  # noqa: ANN001, ANN201
+        out = (energy * self.v).sum(1)
+        for w, x in zip(self.w, images, strict=True):
+            out = out + (x * w).flatten(1).sum(1)
+        return out
+
+    @torch.no_grad()
+    def norm2(self) -> float:
+        return float(sum((w ** 2).sum() for w in self.w) + (self.v ** 2).sum())
+
+
+@pytest.mark.parametrize("loss", ["r1", "wgan_gp"])
+def test_gradient_penalties_of_a_linear_critic(loss) -> None:
+    model = build_model("calogan", **{**SMALL, "loss": loss, "r1_weight": 3.0, "gp_weight": 7.0})
+    model.discriminator = _LinearCritic(model.layer_shapes, len(model.layer_shapes) + 1)
+    cells, energy, p = _toy_showers(16)
+    seen = {}
+
+    def step(name, value):  # noqa: ANN001, ANN202
+        seen.setdefault(name, value.detach())
+
+    out = model.training_step([cells, energy, p], energy, step)
+    w2 = model.discriminator.norm2()
+    expected = 0.5 * 3.0 * w2 if loss == "r1" else 7.0 * (math.sqrt(w2) - 1.0) ** 2
+    assert float(out["penalty"]) == pytest.approx(expected, rel=1e-5)
+    assert set(seen) == {"discriminator", "generator"}
+
+
+def test_generator_starts_at_the_mean_shower_of_the_data() -> None:
+    model = build_model("calogan", **SMALL)
+    cells, energy, p = _toy_showers(400)
+    cells[:, 0] = 0.0  # a cell that is always empty
+    cells[:, 1] = 0.25 * energy  # a cell that always holds a quarter of the energy
+    model.initialise_from(cells, energy)
+    bias = model.generator.streams[0].net[2].bias.detach()
+    assert float(bias[0]) == pytest.approx(-0.3)
+    y = math.log1p(0.25 / 1e-5) / math.log1p(1e5)
+    assert float(bias[1]) == pytest.approx(math.atanh(y), rel=1e-5)
