@@ -294,13 +294,14 @@ class WorkflowConfig:
     classifier on a representation of the entries and differ only in the wording of the
     report; ``tracking`` (tracker hits -> tracks); ``anomaly`` (an autoencoder trained on
     background scans a sample for anomalous entries); or ``dqm`` (an autoencoder trained
-    on good lumisections flags bad ones). The sections named after a task (``tracking``,
-    ``anomaly``, ``dqm``) hold that task's own options, checked by the task itself, and
-    are accepted only with that task.
+    on good lumisections flags bad ones); or ``calosim`` (a CaloGAN learns calorimeter
+    showers and is compared with them). The sections named after a task (``tracking``,
+    ``anomaly``, ``dqm``, ``calosim``) hold that task's own options, checked by the task
+    itself, and are accepted only with that task.
     """
 
     name: str
-    task: typing.Literal["tagging", "classification", "tracking", "anomaly", "dqm"]
+    task: typing.Literal["tagging", "classification", "tracking", "anomaly", "dqm", "calosim"]
     data: DataConfig
     representation: dict = dataclasses.field(default_factory=dict)
     model: dict = dataclasses.field(default_factory=dict)
@@ -310,6 +311,7 @@ class WorkflowConfig:
     tracking: dict = dataclasses.field(default_factory=dict)
     anomaly: dict = dataclasses.field(default_factory=dict)
     dqm: dict = dataclasses.field(default_factory=dict)
+    calosim: dict = dataclasses.field(default_factory=dict)
     seed: int = 0
     runs_dir: str = "runs"
     description: str = ""
@@ -321,7 +323,7 @@ class WorkflowConfig:
         if self.apply and self.task not in ("tagging", "classification"):
             raise ConfigError(f"apply: scoring further files is not part of 'task: {self.task}'; "
                               "remove the apply section")
-        for section in ("tracking", "anomaly", "dqm"):
+        for section in ("tracking", "anomaly", "dqm", "calosim"):
             if getattr(self, section) and self.task != section:
                 raise ConfigError(f"{section}: this section only applies to 'task: {section}', "
                                   f"not to 'task: {self.task}'")

@@ -18,7 +18,8 @@ from hepml.errors import HepmlError
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ("run", "generate", "convert", "predict", "evaluate", "compare", "scan", "dqm")
+_SUBCOMMANDS = ("run", "generate", "convert", "predict", "evaluate", "compare", "scan", "dqm",
+                "simulate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from hepml.errors import ConfigError
 #: tagging and event classification are the same job on different representations.
 TASKS = {"tagging": "hepml.tasks.tagging", "classification": "hepml.tasks.tagging",
          "tracking": "hepml.tasks.tracking", "anomaly": "hepml.tasks.anomaly",
-         "dqm": "hepml.tasks.dqm"}
+         "dqm": "hepml.tasks.dqm", "calosim": "hepml.tasks.calosim"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +66,11 @@ def _run(args: argparse.Namespace) -> int:
         import json
 
         m = json.loads(metrics.read_text())
+        if m.get("task") == "calosim":
+            _print_calosim(m)
+            print(f"  generated showers: {run_dir / 'generated_showers.root'}")
+            print(f"  report: {run_dir / 'report.html'}")
+            return 0
         if m.get("task") == "dqm":
             _print_dqm(m)
             print(f"  flagged: {run_dir / 'flagged_lumisections.csv'}")
@@ -115,6 +120,27 @@ def _print_dqm(m: dict) -> None:
         eff = row["efficiency"]
         if isinstance(eff.get("value"), float):
             print(f"    {name}: detected {eff['passed']}/{eff['total']} = {eff['value']:.3f}")
+    goal = m.get("goal")
+    if goal:
+        print(f"  goal {'met' if goal['met'] else 'NOT met'}: {goal['statement']}")
+
+
+def _print_calosim(m: dict) -> None:
+    """Summary of a calosim run: classifier AUC, separation powers, generator speed."""
+    clf = m.get("classifier") or {}
+    auc = clf.get("auc")
+    if isinstance(auc, float):
+        lo, hi = (clf.get("auc_interval") or [None, None])[:2]
+        band = f" [{lo:.3f}, {hi:.3f}]" if isinstance(lo, float) and isinstance(hi, float) else ""
+        print(f"  classifier AUC generated vs test showers (high-level observables): {auc:.3f}{band}")
+    mean = m.get("mean_separation_power")
+    if isinstance(mean, float):
+        print(f"  mean separation power {mean:.4f} (floor from test halves "
+              f"{m.get('separation_power_floor_mean', float('nan')):.4f})")
+    speeds = (m.get("generation") or {}).get("showers_per_s") or {}
+    if speeds:
+        print("  generator: " + ", ".join(f"{v:,.0f} showers/s at batch {k}"
+                                          for k, v in speeds.items()))
     goal = m.get("goal")
     if goal:
         print(f"  goal {'met' if goal['met'] else 'NOT met'}: {goal['statement']}")

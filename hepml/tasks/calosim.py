@@ -1,0 +1,476 @@
+"""Task ``calosim``: learn calorimeter showers with a CaloGAN and check it against them.
+
+``hepml run workflows/calogan.yaml``:
+
+1. reads the showers (hepml ROOT files, CaloGAN HDF5 or calorimeter-challenge HDF5) and
+   splits them into training, validation and test showers with the workflow seed;
+2. trains the generator and its discriminator with the shared trainer (checkpoints every
+   epoch, ``--resume``), the best epoch chosen by the validation moment distance;
+3. generates one shower for every test shower, at the same incident energy and particle,
+   and compares the two samples: the CaloGAN shower-shape observables, their separation
+   powers, a classifier two-sample test on the high-level observables (AUC 0.5 means
+   indistinguishable), and the energy response and resolution against incident energy;
+4. times the generator, writes the generated showers, plots, ``metrics.json`` and the report.
+
+``hepml simulate --checkpoint C --energy 50 --n 100000 --out showers.root`` then generates
+showers on demand (:func:`simulate`), in batches, on the best device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import typing
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hepml import evaluation
+from hepml.config import WorkflowConfig, from_mapping, to_dict
+from hepml.errors import CheckpointError, ConfigError, EmptyInputError
+from hepml.io import expand_files
+from hepml.io.calo import CALOGAN, PARTICLES, CaloLayout, Showers
+from hepml.models import build_model
+from hepml.models.calogan import EnergyRangeWarning
+from hepml.representations.calo_layers import shower_tensors
+from hepml.tasks.rundir import open_run_dir
+from hepml.training import ChunkedDataset, Trainer, distributed, resolve_device
+from hepml.training.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CaloSimConfig", "load_showers", "run", "simulate", "load_generator",
+           "generation_speed", "GOAL_AUC"]
+
+#: The classifier AUC on high-level observables that a good generator stays under.
+GOAL_AUC = 0.75
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class CaloSimConfig:
+    """Options of the ``calosim`` section.
+
+    Attributes:
+        particle: Particle of showers whose files do not record it (CaloGAN and challenge
+            HDF5): a name (``eplus``, ``gamma``, ``piplus``...) or a PDG id.
+        layer_shapes: Cells per layer (rows, columns) of challenge files whose voxel count
+            hepml does not know.
+        layout: Cell geometry for the lateral widths: ``calogan``, or ``cells`` (unit pitch,
+            for other calorimeters).
+        bins: Histogram bins of the separation powers.
+        energy_bins: Incident-energy bins of the response plot.
+        sparsity_threshold: A cell counts as hit above this energy (GeV).
+        classifier: Options of the classifier two-sample test (``hidden``, ``epochs``,
+            ``batch_size``, ``learning_rate``, ``test_fraction``).
+        generate_batch_size: Showers per generator call when generating.
+        timing_batches: Batch sizes at which the generator's speed is measured.
+    """
+
+    particle: str | int | None = None
+    layer_shapes: tuple[tuple[int, ...], ...] | None = None
+    layout: typing.Literal["calogan", "cells"] = "calogan"
+    bins: int = 50
+    energy_bins: int = 10
+    sparsity_threshold: float = 0.0
+    classifier: dict = dataclasses.field(default_factory=dict)
+    generate_batch_size: int = 1024
+    timing_batches: tuple[int, ...] = (1, 128, 1024)
+
+    def __post_init__(self) -> None:
+        if self.bins < 2 or self.energy_bins < 1:
+            raise ConfigError("calosim.bins must be >= 2 and calosim.energy_bins >= 1")
+        if self.generate_batch_size < 1 or any(b < 1 for b in self.timing_batches):
+            raise ConfigError("calosim: batch sizes must be positive")
+        if self.layer_shapes is not None and any(len(s) != 2 for s in self.layer_shapes):
+            raise ConfigError(f"calosim.layer_shapes: give [rows, columns] per layer, got "
+                              f"{self.layer_shapes}")
+        allowed = {"hidden", "epochs", "batch_size", "learning_rate", "test_fraction",
+                   "n_bootstrap"}
+        for key in self.classifier:
+            if key not in allowed:
+                from hepml.errors import UnknownKeyError
+
+                raise UnknownKeyError(key, allowed, where="calosim.classifier")
+
+
+def cell_layout(name: str, shapes: Sequence[tuple[int, int]]) -> CaloLayout:
+    """The cell geometry used for widths: CaloGAN's, or unit cells for other calorimeters."""
+    if name == "calogan":
+        if tuple(tuple(s) for s in shapes) != CALOGAN.shapes:
+            raise ConfigError(f"calosim.layout: 'calogan' has layers {list(CALOGAN.shapes)}, the "
+                              f"data have {list(shapes)}; use layout: cells")
+        return CALOGAN
+    return CaloLayout(name="cells", shapes=tuple(tuple(s) for s in shapes),
+                      cell_sizes_mm=tuple((1.0, 1.0) for _ in shapes),
+                      depths_mm=tuple(1.0 for _ in shapes))
+
+
+def load_showers(files: Sequence[str], *, tree: str, particle: str | int | None,
+                 layer_shapes: Sequence[Sequence[int]] | None, max_entries: int | None = None
+                 ) -> tuple[Showers, dict[str, int]]:
+    """Read and concatenate every file's showers; return them and the entries per file."""
+    from hepml.io.calo import count_showers, parse_particle, read_showers
+
+    pdg = parse_particle(particle) if particle is not None else None
+    parts, entries = [], {}
+    for path in files:
+        n = count_showers(path, tree=tree)
+        stop = min(n, max_entries) if max_entries else None
+        s = read_showers(path, tree=tree, particle=pdg,
+                         layer_shapes=[tuple(x) for x in layer_shapes] if layer_shapes else None,
+                         entry_stop=stop)
+        parts.append(s)
+        entries[path] = len(s)
+    showers = Showers.concatenate(parts)
+    if not len(showers):
+        raise EmptyInputError(f"{', '.join(files)}: no showers")
+    return showers, entries
+
+
+def _split(n: int, fractions: Sequence[float], seed: int) -> np.ndarray:
+    """0/1/2 (train/validation/test) per shower, random with ``seed``."""
+    order = np.random.default_rng(seed).permutation(n)
+    counts = np.floor(np.asarray(fractions) * n).astype(int)
+    counts[0] = n - counts[1:].sum()
+    split = np.empty(n, dtype=np.int8)
+    split[order] = np.repeat(np.arange(3, dtype=np.int8), counts)
+    return split
+
+
+def _dataset(showers: Showers, particles: Sequence[int], *, batch_size: int, shuffle: bool,
+             seed: int, step: int) -> ChunkedDataset:
+    cells, energy, pidx = shower_tensors(showers, particles)
+    starts = range(0, len(energy), step)
+    loaders = [(lambda a=a: (cells[a:a + step], energy[a:a + step], pidx[a:a + step],
+                             energy[a:a + step])) for a in starts]
+    return ChunkedDataset(loaders, [len(energy[a:a + step]) for a in starts],
+                          batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+
+def _model_spec(model_cfg: dict[str, Any], showers: Showers, particles: list[int]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in model_cfg.items() if k != "kind"}
+    kind = model_cfg.get("kind", "calogan")
+    if kind != "calogan":
+        raise ConfigError(f"model.kind: task calosim trains 'calogan', got {kind!r}")
+    for key in ("layer_shapes", "particles", "energy_min", "energy_max"):
+        if key in kwargs:
+            raise ConfigError(f"model.{key} is taken from the training showers; remove it")
+    kwargs["layer_shapes"] = [list(s) for s in showers.shapes]
+    kwargs["particles"] = particles
+    kwargs["energy_min"] = float(showers.energy.min())
+    kwargs["energy_max"] = float(showers.energy.max())
+    return {"kind": kind, "kwargs": kwargs}
+
+
+@torch.no_grad()
+def generate_like(model: torch.nn.Module, energy: np.ndarray, particle_index: np.ndarray, *,
+                  device: torch.device, batch_size: int, seed: int) -> tuple[np.ndarray, ...]:
+    """One generated shower per (energy, particle index), layers as numpy arrays in GeV."""
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out: list[list[np.ndarray]] = []
+    for a in range(0, len(energy), batch_size):
+        e = torch.as_tensor(energy[a:a + batch_size], dtype=torch.float32, device=device)
+        p = torch.as_tensor(particle_index[a:a + batch_size], device=device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EnergyRangeWarning)
+            layers = model.sample(e, p, generator=gen)
+        out.append([x.cpu().numpy() for x in layers])
+    return tuple(np.concatenate([b[i] for b in out]) for i in range(len(out[0])))
+
+
+def generation_speed(model: torch.nn.Module, *, device: torch.device, batch_sizes: Sequence[int],
+                     energy: float = 50.0, particle_index: int = 0, min_seconds: float = 1.0,
+                     repeat: int = 3) -> dict[int, float]:
+    """Showers per second of the generator at each batch size (best of ``repeat`` timings)."""
+    model.eval()
+    speeds: dict[int, float] = {}
+    for bs in batch_sizes:
+        e = torch.full((bs,), energy, device=device)
+        p = torch.full((bs,), particle_index, device=device, dtype=torch.long)
+        model.sample(e, p)  # warm-up
+        best = 0.0
+        for _ in range(repeat):
+            n, t0 = 0, time.perf_counter()
+            while True:
+                model.sample(e, p)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                n += bs
+                dt = time.perf_counter() - t0
+                if dt >= min_seconds / repeat:
+                    break
+            best = max(best, n / dt)
+        speeds[bs] = best
+    return speeds
+
+
+def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
+    """Train the generator of workflow ``cfg``, compare it with the test showers; return the run dir."""
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    calo = from_mapping(CaloSimConfig, cfg.calosim, where="calosim")
+    distributed.init_from_env(resolve_device(cfg.training.device))
+    if cfg.training.num_threads:
+        torch.set_num_threads(cfg.training.num_threads)
+    files = expand_files(cfg.data.files)
+    showers, entries = load_showers(files, tree=cfg.data.tree, particle=calo.particle,
+                                    layer_shapes=calo.layer_shapes,
+                                    max_entries=cfg.data.max_entries)
+    layout = cell_layout(calo.layout, showers.shapes)
+    particles = sorted(set(showers.particle.tolist()))
+    split = _split(len(showers), cfg.data.split, cfg.seed)
+    counts = np.bincount(split, minlength=3)
+    if counts[0] < 100 or counts[1] < 1 or counts[2] < 100:
+        parts = dict(zip(SPLIT_NAMES, counts.tolist(), strict=True))
+        raise EmptyInputError(
+            f"{', '.join(files)}: {len(showers)} showers give {parts} after data.split; "
+            "training and test need at least 100 showers each (the comparison needs "
+            "statistics) and validation at least one. Use more showers or change data.split")
+    train_s, val_s, test_s = (showers.select(split == k) for k in range(3))
+    model_spec = _model_spec(cfg.model, train_s, particles)
+    run_config = to_dict(cfg)
+    run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}
+    run_config["calosim"] = to_dict(calo)
+    run_dir = open_run_dir(cfg.runs_dir, cfg.name, resume=resume, run_config=run_config,
+                           paths=files, entries=entries, split=split)
+    log.info("%d showers from %d file(s) (%s); particles %s; %s", len(showers), len(files),
+             ", ".join(f"{n} {s}" for n, s in zip(counts, SPLIT_NAMES, strict=True)),
+             particles, f"incident energy {showers.energy.min():.3g}-{showers.energy.max():.3g} GeV")
+
+    model = build_model(model_spec["kind"], **model_spec["kwargs"])
+    if not resume:
+        model.initialise_from(*shower_tensors(train_s, particles)[:2])
+    trainer = Trainer(model, cfg.training, run_dir=run_dir, model_spec=model_spec,
+                      run_config=run_config, seed=cfg.seed, unit="shower")
+    n_params = {"generator": sum(p.numel() for p in model.generator.parameters()),
+                "discriminator": sum(p.numel() for p in model.discriminator.parameters())}
+    log.info("CaloGAN: generator %d, discriminator %d parameters; device %s",
+             n_params["generator"], n_params["discriminator"], trainer.device)
+    bs, step = cfg.training.batch_size, cfg.data.step_size
+    train = _dataset(train_s, particles, batch_size=bs, shuffle=True, seed=cfg.seed, step=step)
+    val = _dataset(val_s, particles, batch_size=bs, shuffle=False, seed=cfg.seed, step=step)
+    t_train = time.perf_counter()
+    history = trainer.fit(train, val, resume=bool(resume))
+    train_seconds = time.perf_counter() - t_train
+    trainer.load_best()
+    if not distributed.is_main_process():
+        return run_dir
+    device = trainer.device
+    gen_model = trainer.module
+
+    # one generated shower per test shower, same energy and particle
+    from hepml.io.calo import write_showers
+    from hepml.representations.calo_layers import particle_indices
+
+    pidx = particle_indices(test_s.particle, particles)
+    t_gen = time.perf_counter()
+    layers = generate_like(gen_model, test_s.energy, pidx, device=device,
+                           batch_size=calo.generate_batch_size, seed=cfg.seed + 1)
+    gen_seconds = time.perf_counter() - t_gen
+    generated = Showers(test_s.energy, layers, np.zeros_like(test_s.overflow), test_s.particle,
+                        source="generated")
+    write_showers(run_dir / "generated_showers.root", generated,
+                  metadata={"workflow": cfg.name, "checkpoint": str(run_dir / "checkpoint_best.pt"),
+                            "note": "one shower per test shower, same incident energy and particle"})
+    comparison = evaluation.compare_showers(
+        test_s, generated, layout=layout, bins=calo.bins, classifier=calo.classifier or None,
+        device=device, threshold=calo.sparsity_threshold)
+    # the statistical floor: the same comparison between two halves of the test showers
+    half = np.random.default_rng(cfg.seed + 2).permutation(len(test_s))
+    a, b = test_s.select(np.sort(half[: len(half) // 2])), test_s.select(np.sort(half[len(half) // 2:]))
+    floor_obs = [evaluation.shower_observables(s.layers, s.energy, layout=layout,
+                                               threshold=calo.sparsity_threshold) for s in (a, b)]
+    floor = evaluation.separation_powers(floor_obs[0], floor_obs[1], bins=calo.bins)
+    speeds = generation_speed(gen_model, device=device, batch_sizes=calo.timing_batches,
+                              energy=float(np.median(test_s.energy)))
+    summary = comparison["summary"]
+    auc = (summary.get("classifier") or {}).get("auc")
+    metrics: dict[str, Any] = {
+        "task": "calosim",
+        "n_showers": {s: int(c) for s, c in zip(SPLIT_NAMES, counts, strict=True)},
+        "particles": particles,
+        "energy_range_gev": [float(showers.energy.min()), float(showers.energy.max())],
+        **summary,
+        "separation_power_floor": floor,
+        "separation_power_floor_mean": float(np.mean(list(floor.values()))),
+        "separation_power_floor_definition": (
+            "separation power between two random halves of the test showers: what statistics "
+            "alone give at this sample size"),
+        "goal": {"statement": f"classifier AUC on high-level observables <= {GOAL_AUC}",
+                 "met": bool(isinstance(auc, float) and auc <= GOAL_AUC)},
+        "generation": {"showers_per_s": {str(k): v for k, v in speeds.items()},
+                       "device": str(device),
+                       "test_sample_seconds": gen_seconds},
+        "training": {"epochs_run": len(history), "best_epoch": trainer.best_epoch,
+                     "best_val_loss": trainer.best_val_loss, "parameters": n_params,
+                     "device": str(device), "mixed_precision": trainer.amp,
+                     "seconds": train_seconds},
+    }
+    plots = _plots(run_dir, test_s, generated, comparison, layout)
+    if history:
+        plots += evaluation.plot_history(history, run_dir / "history")
+    metrics["timing"] = {"total_s": time.perf_counter() - t_start}
+    evaluation.write_metrics_json(run_dir / "metrics.json", metrics)
+    sep = summary.get("separation_power", {})
+    extra = {"goal": metrics["goal"],
+             "separation power per observable (generated vs test; floor: test half vs half)": [
+                 {"observable": k, "separation power": v, "floor": floor.get(k)}
+                 for k, v in sorted(sep.items(), key=lambda kv: -kv[1])],
+             "generation speed (showers/s)": metrics["generation"]["showers_per_s"],
+             "training": metrics["training"]}
+    evaluation.write_report(run_dir, title=f"{cfg.name}: CaloGAN fast calorimeter simulation",
+                            metrics={k: v for k, v in metrics.items()
+                                     if k not in ("separation_power", "separation_power_floor")},
+                            config=run_config,
+                            plots=[p for p in plots if str(p).endswith(".png")],
+                            extra_tables=extra)
+    return run_dir
+
+
+def _plots(run_dir: Path, reference: Showers, generated: Showers, comparison: dict[str, Any],
+           layout: CaloLayout) -> list[Path]:
+    from hepml.evaluation import shower_plots
+
+    obs = comparison["observables"]
+    sep = comparison["summary"].get("separation_power", {})
+    plots = shower_plots.plot_observables(obs["reference"], obs["generated"],
+                                          run_dir / "observables", separation=sep,
+                                          labels=("test (reference)", "generated"))
+    plots += shower_plots.plot_average_showers(reference.layers, generated.layers,
+                                               run_dir / "average_showers", layout=layout)
+    plots += shower_plots.plot_response(comparison["response"]["reference"],
+                                        comparison["response"]["generated"], run_dir / "response")
+    plots += shower_plots.plot_separation_powers(sep, run_dir / "separation_powers")
+    plots += shower_plots.plot_shower_examples(generated.layers, generated.energy,
+                                               run_dir / "generated_examples", n=2, layout=layout)
+    plots += shower_plots.plot_shower_examples(reference.layers, reference.energy,
+                                               run_dir / "reference_examples", n=2, layout=layout)
+    return plots
+
+
+# ------------------------------------------------------------------------ hepml simulate
+def load_generator(checkpoint: str | Path, *, device: str | torch.device = "auto"
+                   ) -> tuple[torch.nn.Module, torch.device]:
+    """The trained CaloGAN of ``checkpoint`` on ``device`` (``auto``: the best one)."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    spec = state.get("model") or {}
+    if spec.get("kind") != "calogan":
+        raise CheckpointError(f"{checkpoint}: holds a {spec.get('kind')!r} model, not a "
+                              "calogan generator")
+    model = build_model(spec["kind"], **spec["kwargs"])
+    try:
+        model.load_state_dict(state["model_state"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{checkpoint}: weights do not fit the model "
+                              f"({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), device
+
+
+def simulate(checkpoint: str | Path, out: str | Path, *, n: int, energy: float | None = None,
+             energy_range: tuple[float, float] | None = None, particle: str | int | None = None,
+             batch_size: int = 1024, device: str = "auto", seed: int = 0,
+             progress: bool = True, warn: Callable[[str], None] | None = None
+             ) -> tuple[Path, dict[str, Any]]:
+    """Generate ``n`` showers with a trained generator and write them.
+
+    Args:
+        checkpoint: A ``calosim`` run's ``checkpoint_best.pt``.
+        out: Output file: ``.root`` (hepml's CaloGAN layout), ``.h5``/``.hdf5`` (CaloGAN
+            HDF5) or ``.challenge.h5`` (calorimeter-challenge HDF5).
+        n: Number of showers.
+        energy: One incident energy (GeV) for all showers ...
+        energy_range: ... or a range (GeV) to draw uniformly from; default: the trained range.
+        particle: Name or PDG id; needed when the generator knows several particles.
+        batch_size: Showers per generator call.
+        device: ``auto`` (cuda, then mps, then cpu) or a torch device.
+        seed: Seed of the energies and the latent vectors.
+        progress: Show a progress bar.
+        warn: Called with the message when energies lie outside the trained range (before
+            generating); default: an :class:`EnergyRangeWarning`.
+
+    Returns:
+        The path written and a summary (counts, energies, seconds, showers/s).
+    """
+    from tqdm.auto import tqdm
+
+    from hepml.io.calo import (
+        parse_particle,
+        write_calochallenge_hdf5,
+        write_calogan_hdf5,
+        write_showers,
+    )
+
+    if n < 1:
+        raise ConfigError(f"--n must be positive, got {n}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    if energy is not None and energy <= 0:
+        raise ConfigError(f"--energy must be positive (GeV), got {energy}")
+    model, dev = load_generator(checkpoint, device=device)
+    lo, hi = (float(v) for v in model.energy_range)
+    if energy is None:
+        lo_r, hi_r = energy_range if energy_range is not None else (lo, hi)
+        if not 0 < lo_r <= hi_r:
+            raise ConfigError(f"energy range [{lo_r}, {hi_r}] GeV is not valid")
+    pdg = parse_particle(particle) if particle is not None else model.particles[0]
+    if particle is None and len(model.particles) > 1:
+        names = {v: k for k, v in PARTICLES.items()}
+        raise ConfigError("this generator knows several particles "
+                          f"({', '.join(names.get(p, str(p)) for p in model.particles)}): "
+                          "choose one with --particle")
+    try:
+        pidx = int(model.particle_index(torch.tensor([pdg]))[0])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    rng = np.random.default_rng(seed)
+    energies = (np.full(n, energy, dtype=np.float32) if energy is not None
+                else rng.uniform(lo_r, hi_r, n).astype(np.float32))
+    outside = (energies < lo * (1 - 1e-6)) | (energies > hi * (1 + 1e-6))
+    if outside.any():
+        message = (f"{int(outside.sum())} of {n} requested energies lie outside the trained "
+                   f"range [{lo:g}, {hi:g}] GeV; generating anyway, the generator "
+                   "extrapolates there")
+        if warn is not None:
+            warn(message)
+        else:
+            warnings.warn(message, EnergyRangeWarning, stacklevel=2)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    parts: list[list[np.ndarray]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=n, unit="shower", unit_scale=True, disable=not progress, desc="generating")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnergyRangeWarning)  # warned once above
+        for a in range(0, n, batch_size):
+            e = torch.from_numpy(energies[a:a + batch_size]).to(dev)
+            p = torch.full((len(e),), pidx, device=dev, dtype=torch.long)
+            parts.append([x.cpu().numpy() for x in model.sample(e, p, generator=gen)])
+            bar.update(len(e))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    layers = tuple(np.concatenate([b[i] for b in parts]) for i in range(len(parts[0])))
+    showers = Showers(energies, layers, np.zeros((n, len(layers)), np.float32),
+                      np.full(n, pdg, np.int32), source="generated")
+    out = Path(out)
+    name = out.name.lower()
+    if name.endswith(".challenge.h5") or name.endswith(".challenge.hdf5"):
+        path = write_calochallenge_hdf5(out, showers)
+    elif name.endswith((".h5", ".hdf5")):
+        path = write_calogan_hdf5(out, showers)
+    else:
+        path = write_showers(out, showers, metadata={
+            "generator": str(checkpoint), "seed": seed, "n": n, "particle": pdg,
+            "energy": energy, "energy_range": list(energy_range) if energy_range else [lo, hi],
+            "device": str(dev), "note": "overflow is not generated (zeros)"})
+    summary = {"n": n, "particle": pdg, "energy_min": float(energies.min()),
+               "energy_max": float(energies.max()), "seconds": seconds,
+               "showers_per_s": n / max(seconds, 1e-9), "device": str(dev),
+               "n_outside_trained_range": int(outside.sum())}
+    return path, summary
