@@ -25,6 +25,7 @@ from hepml.io.writing import (
     write_friend_tree,
     write_friend_trees,
     write_tree,
+    write_tree_batches,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "write_friend_tree",
     "write_friend_trees",
     "write_tree",
+    "write_tree_batches",
 ]

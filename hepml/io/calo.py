@@ -40,7 +40,6 @@ A file without overflow reads as overflow 0, which is logged.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import re
@@ -51,7 +50,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import uproot
 
 from hepml.errors import (
     BadValueError,
@@ -63,7 +61,7 @@ from hepml.errors import (
     closest,
 )
 from hepml.io.reading import open_tree
-from hepml.io.writing import METADATA_KEY, write_tree
+from hepml.io.writing import write_tree, write_tree_batches
 
 __all__ = [
     "CALOGAN",
@@ -1008,24 +1006,8 @@ def write_showers(path: str | os.PathLike, showers: Showers | Iterable[Showers],
     if isinstance(showers, Showers):
         return write_tree(path, _root_branches(first), tree=tree, metadata=describe(len(first)))
     # batches: the same file as write_tree makes, written batch by batch
-    path.parent.mkdir(parents=True, exist_ok=True)
-    branches = _root_branches(first)
-    tmp, n = _tmp_path(path), 0
-    try:
-        with uproot.recreate(tmp) as f:
-            f.mktree(tree, {k: v.dtype if v.ndim == 1 else np.dtype((v.dtype, v.shape[1:]))
-                            for k, v in branches.items()})
-            for part in itertools.chain([first], parts):
-                if len(part):
-                    f[tree].extend(_root_branches(part))
-                n += len(part)
-            f[METADATA_KEY] = json.dumps(describe(n), sort_keys=True, default=str)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    log.info("wrote %d showers to %s:%s", n, path, tree)
-    return path
+    return write_tree_batches(path, (_root_branches(p) for p in itertools.chain([first], parts)),
+                              tree=tree, metadata=describe)
 
 
 def _write_hdf5(path: str | os.PathLike, showers: Showers | Iterable[Showers],

@@ -7,11 +7,12 @@ never destroys an existing good file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import uproot
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_tree", "write_friend_tree", "write_friend_trees", "read_metadata",
+__all__ = ["write_tree", "write_tree_batches", "write_friend_tree", "write_friend_trees", "read_metadata",
            "METADATA_KEY"]
 
 #: Name of the TObjString that holds a JSON document describing how a file was made.
@@ -93,21 +94,56 @@ def write_tree(
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lengths = {k: len(v) for k, v in branches.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"branches of different lengths for {path}: {lengths}")
     n = next(iter(lengths.values()), 0)
     grouped = _group_branches(branches)
+    return write_tree_batches(path, _chunks(grouped, n, step), tree=tree, metadata=metadata)
+
+
+def write_tree_batches(
+    path: str | os.PathLike,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    tree: str = "tree",
+    metadata: Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write a TTree from batches of branches, one after the other, atomically.
+
+    Only one batch is held at a time, so a file larger than memory can be written from a
+    generator of batches.
+
+    Args:
+        path: Output file; replaced only once the new file is complete.
+        batches: Mappings of branch name to array with the same branches and types (as in
+            :func:`write_tree`, already grouped); the first one fixes the branch types.
+        tree: Name of the TTree.
+        metadata: JSON-serialisable description, or a callable that makes it from the
+            number of entries written.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError(f"no batches to write to {path}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    n = 0
     try:
         with uproot.recreate(tmp) as f:
-            f.mktree(tree, {k: _branch_type(v) for k, v in grouped.items()})
-            for chunk in _chunks(grouped, n, step) if n else ():
-                f[tree].extend(chunk)
-            if metadata is not None:
-                f[METADATA_KEY] = json.dumps(metadata, sort_keys=True, default=str)
+            f.mktree(tree, {k: _branch_type(v) for k, v in first.items()})
+            for batch in itertools.chain([first], batches):
+                size = len(next(iter(batch.values()))) if batch else 0
+                if size:
+                    f[tree].extend(dict(batch))
+                n += size
+            meta = metadata(n) if callable(metadata) else metadata
+            if meta is not None:
+                f[METADATA_KEY] = json.dumps(meta, sort_keys=True, default=str)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
