@@ -70,7 +70,7 @@ def test_minibatch_discrimination_matches_the_pairwise_sum() -> None:
     for i in range(5):
         for j in range(5):
             if i != j:
-                expected[i] += torch.exp(-((m[i] - m[j]) ** 2).sum(-1))
+                expected[i] += torch.exp(-((m[i] - m[j]) ** 2).sum(-1) / 4)
     torch.testing.assert_close(mbd(x), expected, atol=1e-5, rtol=1e-4)
     # identical entries see each other fully: B - 1 per kernel
     same = mbd(torch.ones(4, 6))
@@ -85,8 +85,9 @@ def test_discriminator_inputs() -> None:
     assert float(images[0][0, 0, 0, 0]) == pytest.approx(5.0)
     assert float(images[0][0, 1, 1, 1]) == 0.0  # an empty cell is 0 in the log channel
     assert float(images[0][0, 1, 0, 0]) == pytest.approx(math.log1p(0.5 / 1e-5) / math.log1p(1e5))
-    # log share per layer, then the total response
-    torch.testing.assert_close(energy, torch.tensor([[math.log(0.5 + 1e-5), math.log(1e-5), 0.5]]))
+    # log share per layer, the total response, then the fraction of occupied cells per layer
+    torch.testing.assert_close(energy, torch.tensor([[math.log(0.5 + 1e-5), math.log(1e-5), 0.5,
+                                                      0.25, 0.0]]))
 
 
 def test_energy_outside_the_trained_range_warns_then_generates() -> None:
@@ -183,7 +184,7 @@ class _LinearCritic(torch.nn.Module):
 @pytest.mark.parametrize("loss", ["r1", "wgan_gp"])
 def test_gradient_penalties_of_a_linear_critic(loss) -> None:
     model = build_model("calogan", **{**SMALL, "loss": loss, "r1_weight": 3.0, "gp_weight": 7.0})
-    model.discriminator = _LinearCritic(model.layer_shapes, len(model.layer_shapes) + 1)
+    model.discriminator = _LinearCritic(model.layer_shapes, 2 * len(model.layer_shapes) + 1)
     cells, energy, p = _toy_showers(16)
     seen = {}
 
