@@ -133,6 +133,9 @@ def _print_calosim(m: dict) -> None:
         lo, hi = (clf.get("auc_interval") or [None, None])[:2]
         band = f" [{lo:.3f}, {hi:.3f}]" if isinstance(lo, float) and isinstance(hi, float) else ""
         print(f"  classifier AUC generated vs test showers (high-level observables): {auc:.3f}{band}")
+    lon = (m.get("classifier_longitudinal") or {}).get("auc")
+    if isinstance(lon, float):
+        print(f"  classifier AUC on the longitudinal energy observables alone: {lon:.3f}")
     mean = m.get("mean_separation_power")
     if isinstance(mean, float):
         print(f"  mean separation power {mean:.4f} (floor from test halves "

@@ -130,6 +130,8 @@ def sparse_relu(pre: torch.Tensor, leak: float = 0.1) -> torch.Tensor:
     A straight-through gradient: an empty cell still learns when the discriminator asks
     for energy there, instead of staying dead.
     """
+    if not (torch.is_grad_enabled() and pre.requires_grad):
+        return F.relu(pre)  # generating: no gradient to pass
     return F.relu(pre) + leak * (pre - pre.detach()) * (pre < 0)
 
 

@@ -292,6 +292,23 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                               energy=float(np.median(test_s.energy)))
     summary = comparison["summary"]
     auc = (summary.get("classifier") or {}).get("auc")
+    # a diagnostic: the same test on the longitudinal energy observables alone
+    n_layers = len(test_s.layers)
+    longitudinal = [*(f"E_{i}" for i in range(n_layers)), "E_tot", "response",
+                    *(f"f_{i}" for i in range(n_layers)), "depth", "depth_width"]
+    obs = comparison["observables"]
+    if comparison["classifier"] is not None:
+        x_ref, _ = evaluation.high_level_features(obs["reference"], longitudinal)
+        x_gen, _ = evaluation.high_level_features(obs["generated"], longitudinal)
+        clf = evaluation.classifier_two_sample_test(
+            x_ref.to(device), x_gen.to(device), device=device,
+            **{k: v for k, v in calo.classifier.items() if k != "log_features"})
+        summary["classifier_longitudinal"] = {
+            "auc": clf["auc"], "auc_interval": [float(v) for v in clf["auc_interval"]],
+            "features": longitudinal, "n_test": clf["n_test"],
+            "definition": "the classifier two-sample test on the longitudinal energy "
+                          "observables only (layer energies and fractions, total energy, "
+                          "response, shower depth and its width): a diagnostic, not the goal"}
     metrics: dict[str, Any] = {
         "task": "calosim",
         "n_showers": {s: int(c) for s, c in zip(SPLIT_NAMES, counts, strict=True)},
