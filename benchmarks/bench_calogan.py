@@ -1,0 +1,153 @@
+"""Fast calorimeter simulation: showers/s of the GFlash reference and of the CaloGAN generator.
+
+Usage::
+
+    python benchmarks/bench_calogan.py --threads 1 --repeat 3 \
+        [--checkpoint RUN/checkpoint_best.pt] [--energy 50] [--json out.json]
+
+Both are timed in the same run, at batch sizes 1, 128 and 1024, for e+ showers in the
+CaloGAN calorimeter:
+
+(a) the reference: ``hepml.simulation.showers.simulate_showers`` (GFlash spots, sampling
+    fluctuations, readout into the three layers), one call per batch of showers --
+    the baseline;
+(b) the generator: ``CaloGAN.sample`` on the CPU (weights from ``--checkpoint`` or, without
+    it, untrained weights of the workflow's model: the cost is the same), no gradients;
+(c) the generator on CUDA when there is a GPU.
+
+The speed-up is (b) / (a) at the same batch size, with the same number of CPU threads.
+Incident energy: ``--energy`` GeV (default 50) and, separately, uniform in 1-100 GeV for the
+reference. Best of ``--repeat`` timings, each at least ``--min-seconds`` long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import hepml  # noqa: F401
+except ModuleNotFoundError:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+from hepml.models import build_model  # noqa: E402
+from hepml.simulation.showers import ShowerSimulationConfig, simulate_showers  # noqa: E402
+from hepml.training import load_checkpoint  # noqa: E402
+
+BATCHES = (1, 128, 1024)
+
+
+def rate(fn, n: int, repeat: int, min_seconds: float) -> float:
+    """Best items/s of ``repeat`` timings of calling ``fn`` (n items per call) for min_seconds."""
+    fn()  # warm-up
+    best = 0.0
+    for _ in range(repeat):
+        calls, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_seconds:
+                break
+        best = max(best, calls * n / dt)
+    return best
+
+
+def reference_rate(batch: int, energy: float | None, repeat: int, min_seconds: float) -> float:
+    seed = iter(range(1_000_000))
+
+    def call() -> None:
+        cfg = ShowerSimulationConfig(n_showers=batch, energy=energy, seed=next(seed),
+                                     batch_size=max(batch, 1))
+        simulate_showers(cfg)
+
+    return rate(call, batch, repeat, min_seconds)
+
+
+def generator(checkpoint: str | None) -> torch.nn.Module:
+    if checkpoint:
+        state = load_checkpoint(checkpoint)
+        model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
+        model.load_state_dict(state["model_state"])
+        return model.eval()
+    spec = yaml.safe_load((ROOT / "workflows" / "calogan.yaml").read_text())["model"]
+    return build_model(spec.pop("kind"), **spec).eval()
+
+
+def generator_rate(model: torch.nn.Module, batch: int, energy: float, device: torch.device,
+                   repeat: int, min_seconds: float) -> float:
+    model = model.to(device)
+    e = torch.full((batch,), energy, device=device)
+    p = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def call() -> None:
+        with torch.inference_mode():
+            model.sample(e, p)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return rate(call, batch, repeat, min_seconds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", help="a calosim run's checkpoint_best.pt")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of torch (numpy "
+                    "simulation is single-threaded) (default: %(default)s)")
+    ap.add_argument("--energy", type=float, default=50.0, help="incident energy, GeV")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--min-seconds", type=float, default=1.0)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = generator(args.checkpoint)
+    n_params = sum(p.numel() for p in model.generator.parameters())
+    print(f"CaloGAN generator: {n_params:,} parameters "
+          f"({'trained: ' + args.checkpoint if args.checkpoint else 'untrained weights'}); "
+          f"torch threads {args.threads}; e+ at {args.energy:g} GeV")
+    rows = []
+    for batch in BATCHES:
+        ref_fixed = reference_rate(batch, args.energy, args.repeat, args.min_seconds)
+        ref_uniform = reference_rate(batch, None, args.repeat, args.min_seconds)
+        gen_cpu = generator_rate(model, batch, args.energy, torch.device("cpu"), args.repeat,
+                                 args.min_seconds)
+        row = {"batch": batch, "reference_per_s": ref_fixed,
+               "reference_uniform_1_100_per_s": ref_uniform, "generator_cpu_per_s": gen_cpu,
+               "speedup_cpu": gen_cpu / ref_fixed}
+        if torch.cuda.is_available():
+            gen_gpu = generator_rate(model, batch, args.energy, torch.device("cuda"),
+                                     args.repeat, args.min_seconds)
+            row["generator_cuda_per_s"] = gen_gpu
+            row["speedup_cuda"] = gen_gpu / ref_fixed
+            model = model.cpu()
+        rows.append(row)
+    print(f"\n{'batch':>6} {'reference/s':>12} {'ref. 1-100 GeV/s':>17} {'generator CPU/s':>16} "
+          f"{'speed-up':>9}" + (f" {'generator CUDA/s':>17} {'speed-up':>9}"
+                                if torch.cuda.is_available() else ""))
+    for r in rows:
+        line = (f"{r['batch']:>6} {r['reference_per_s']:>12,.0f} "
+                f"{r['reference_uniform_1_100_per_s']:>17,.0f} {r['generator_cpu_per_s']:>16,.0f} "
+                f"{r['speedup_cpu']:>8.0f}x")
+        if "generator_cuda_per_s" in r:
+            line += f" {r['generator_cuda_per_s']:>17,.0f} {r['speedup_cuda']:>8.0f}x"
+        print(line)
+    big = rows[-1]
+    goal = big["speedup_cpu"] >= 100
+    print(f"\ngoal (generator >= 100x the reference on CPU at batch 1024): "
+          f"{'met' if goal else 'NOT met'} ({big['speedup_cpu']:.0f}x)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"rows": rows, "threads": args.threads, "energy": args.energy,
+             "checkpoint": args.checkpoint, "generator_parameters": n_params,
+             "numpy": np.__version__, "torch": torch.__version__}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
