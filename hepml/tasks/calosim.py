@@ -170,18 +170,25 @@ def _model_spec(model_cfg: dict[str, Any], showers: Showers, particles: list[int
 
 @torch.no_grad()
 def generate_like(model: torch.nn.Module, energy: np.ndarray, particle_index: np.ndarray, *,
-                  device: torch.device, batch_size: int, seed: int) -> tuple[np.ndarray, ...]:
-    """One generated shower per (energy, particle index), layers as numpy arrays in GeV."""
+                  device: torch.device, batch_size: int, seed: int, progress: bool = False
+                  ) -> tuple[np.ndarray, ...]:
+    """One generated shower per (energy, particle index), layers as numpy arrays in GeV.
+
+    Energies outside the trained range are generated without a warning: callers warn.
+    """
+    from tqdm.auto import tqdm
+
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     out: list[list[np.ndarray]] = []
-    for a in range(0, len(energy), batch_size):
-        e = torch.as_tensor(energy[a:a + batch_size], dtype=torch.float32, device=device)
-        p = torch.as_tensor(particle_index[a:a + batch_size], device=device)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", EnergyRangeWarning)
-            layers = model.sample(e, p, generator=gen)
-        out.append([x.cpu().numpy() for x in layers])
+    with tqdm(total=len(energy), unit="shower", unit_scale=True, disable=not progress,
+              desc="generating") as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnergyRangeWarning)
+        for a in range(0, len(energy), batch_size):
+            e = torch.as_tensor(energy[a:a + batch_size], dtype=torch.float32, device=device)
+            p = torch.as_tensor(particle_index[a:a + batch_size], device=device)
+            out.append([x.cpu().numpy() for x in model.sample(e, p, generator=gen)])
+            bar.update(len(e))
     return tuple(np.concatenate([b[i] for b in out]) for i in range(len(out[0])))
 
 
@@ -416,8 +423,6 @@ def simulate(checkpoint: str | Path, out: str | Path, *, n: int, energy: float |
     Returns:
         The path written and a summary (counts, energies, seconds, showers/s).
     """
-    from tqdm.auto import tqdm
-
     from hepml.io.calo import (
         parse_particle,
         write_calochallenge_hdf5,
@@ -459,20 +464,10 @@ def simulate(checkpoint: str | Path, out: str | Path, *, n: int, energy: float |
             warn(message)
         else:
             warnings.warn(message, EnergyRangeWarning, stacklevel=2)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    parts: list[list[np.ndarray]] = []
     t0 = time.perf_counter()
-    bar = tqdm(total=n, unit="shower", unit_scale=True, disable=not progress, desc="generating")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", EnergyRangeWarning)  # warned once above
-        for a in range(0, n, batch_size):
-            e = torch.from_numpy(energies[a:a + batch_size]).to(dev)
-            p = torch.full((len(e),), pidx, device=dev, dtype=torch.long)
-            parts.append([x.cpu().numpy() for x in model.sample(e, p, generator=gen)])
-            bar.update(len(e))
-    bar.close()
+    layers = generate_like(model, energies, np.full(n, pidx, dtype=np.int64), device=dev,
+                           batch_size=batch_size, seed=seed, progress=progress)
     seconds = time.perf_counter() - t0
-    layers = tuple(np.concatenate([b[i] for b in parts]) for i in range(len(parts[0])))
     showers = Showers(energies, layers, np.zeros((n, len(layers)), np.float32),
                       np.full(n, pdg, np.int32), source="generated")
     out = Path(out)
