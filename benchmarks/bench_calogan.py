@@ -11,8 +11,10 @@ CaloGAN calorimeter:
 (a) the reference: ``hepml.simulation.showers.simulate_showers`` (GFlash spots, sampling
     fluctuations, readout into the three layers), one call per batch of showers --
     the baseline;
-(b) the generator: ``CaloGAN.sample`` on the CPU (weights from ``--checkpoint`` or, without
-    it, untrained weights of the workflow's model: the cost is the same), no gradients;
+(b) the generator: ``CaloGAN.sample`` on the CPU, timed by
+    ``hepml.tasks.calosim.generation_speed`` as a calosim run times it (weights from
+    ``--checkpoint`` or, without it, untrained weights of the workflow's model: the cost is
+    the same), no gradients;
 (c) the generator on CUDA when there is a GPU.
 
 The speed-up is (b) / (a) at the same batch size, with the same number of CPU threads.
@@ -39,6 +41,7 @@ except ModuleNotFoundError:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 from hepml.models import build_model  # noqa: E402
 from hepml.simulation.showers import ShowerSimulationConfig, simulate_showers  # noqa: E402
+from hepml.tasks.calosim import generation_speed  # noqa: E402
 from hepml.training import load_checkpoint  # noqa: E402
 
 BATCHES = (1, 128, 1024)
@@ -81,21 +84,6 @@ def generator(checkpoint: str | None) -> torch.nn.Module:
     return build_model(spec.pop("kind"), **spec).eval()
 
 
-def generator_rate(model: torch.nn.Module, batch: int, energy: float, device: torch.device,
-                   repeat: int, min_seconds: float) -> float:
-    model = model.to(device)
-    e = torch.full((batch,), energy, device=device)
-    p = torch.zeros(batch, dtype=torch.long, device=device)
-
-    def call() -> None:
-        with torch.inference_mode():
-            model.sample(e, p)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    return rate(call, batch, repeat, min_seconds)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="a calosim run's checkpoint_best.pt")
@@ -116,14 +104,16 @@ def main() -> None:
     for batch in BATCHES:
         ref_fixed = reference_rate(batch, args.energy, args.repeat, args.min_seconds)
         ref_uniform = reference_rate(batch, None, args.repeat, args.min_seconds)
-        gen_cpu = generator_rate(model, batch, args.energy, torch.device("cpu"), args.repeat,
-                                 args.min_seconds)
+        gen_cpu = generation_speed(model, device=torch.device("cpu"), batch_sizes=[batch],
+                                   energy=args.energy, min_seconds=args.min_seconds,
+                                   repeat=args.repeat)[batch]
         row = {"batch": batch, "reference_per_s": ref_fixed,
                "reference_uniform_1_100_per_s": ref_uniform, "generator_cpu_per_s": gen_cpu,
                "speedup_cpu": gen_cpu / ref_fixed}
         if torch.cuda.is_available():
-            gen_gpu = generator_rate(model, batch, args.energy, torch.device("cuda"),
-                                     args.repeat, args.min_seconds)
+            gen_gpu = generation_speed(model.to("cuda"), device=torch.device("cuda"),
+                                       batch_sizes=[batch], energy=args.energy,
+                                       min_seconds=args.min_seconds, repeat=args.repeat)[batch]
             row["generator_cuda_per_s"] = gen_gpu
             row["speedup_cuda"] = gen_gpu / ref_fixed
             model = model.cpu()

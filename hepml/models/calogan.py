@@ -406,17 +406,6 @@ class CaloGAN(nn.Module):
         return [x.reshape(-1, *s) for x, s in
                 zip(torch.split(cells, self.cells, dim=1), self.layer_shapes, strict=True)]
 
-    def particle_index(self, pdg: torch.Tensor | int) -> torch.Tensor:
-        """Indices into ``particles`` of PDG ids; an unknown id is an error."""
-        pdg = torch.as_tensor(pdg).reshape(-1)
-        known = torch.tensor(self.particles, device=pdg.device)
-        match = pdg.unsqueeze(1) == known.unsqueeze(0)
-        if not bool(match.any(1).all()):
-            bad = sorted(set(pdg[~match.any(1)].tolist()))
-            raise ValueError(f"particle(s) {bad} not among those this generator was trained on: "
-                             f"{self.particles}")
-        return match.float().argmax(1)
-
     def _noise(self, n: int, device: torch.device, generator: torch.Generator | None = None
                ) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=device, generator=generator)
@@ -505,10 +494,6 @@ class CaloGAN(nn.Module):
 
     def _real_shares(self, cells: torch.Tensor, energy: torch.Tensor) -> list[torch.Tensor]:
         return self.split(cells.float() / energy.float().view(-1, 1))
-
-    def _discriminate(self, shares: Sequence[torch.Tensor], cond: torch.Tensor) -> torch.Tensor:
-        images, energy = discriminator_inputs(shares)
-        return self.discriminator(images, energy, cond)
 
     @staticmethod
     def _consistency(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
