@@ -139,6 +139,9 @@ class DataConfig:
         max_entries: Read at most this many entries per file (``None``: all).
         split: Fractions of entries for training, validation and test; the assignment of
             each entry is fixed by the workflow seed and stored in the run directory.
+        cache: Keep the model inputs built from each chunk in memory after the first
+            epoch (fast while the data fit in memory). ``false`` streams: every epoch reads
+            and builds the chunks again, so memory follows ``step_size``, not the data size.
     """
 
     files: tuple[str, ...]
@@ -150,6 +153,7 @@ class DataConfig:
     step_size: int = 20_000
     max_entries: int | None = None
     split: tuple[float, ...] = (0.6, 0.2, 0.2)
+    cache: bool = True
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -201,6 +205,8 @@ class TrainingConfig:
         device: ``auto`` (cuda, then mps, then cpu), or a torch device string.
         grad_clip: Clip the gradient norm to this value (``None``: no clipping).
         num_threads: CPU threads for torch (``None``: torch's default).
+        distributed_timeout: Under torchrun, seconds a rank waits for the others in one
+            collective operation before it stops with an error (a rank that died or hangs).
     """
 
     epochs: int = 20
@@ -219,6 +225,7 @@ class TrainingConfig:
     device: str = "auto"
     grad_clip: float | None = None
     num_threads: int | None = None
+    distributed_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

@@ -130,3 +130,7 @@ class CheckpointError(HepmlError, OSError):
 
 class GenerationError(HepmlError, RuntimeError):
     """Event generation failed (a Pythia setting was refused, initialisation failed)."""
+
+
+class DistributedError(HepmlError, RuntimeError):
+    """Another rank of a torchrun job died, hung or failed; this rank cannot go on."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 
 from hepml import __version__
-from hepml.errors import HepmlError
+from hepml.errors import DistributedError, HepmlError
 
 __all__ = ["main", "build_parser"]
 
@@ -40,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stopped_by_torchrun(signum: int, frame: object) -> None:
+    """SIGTERM under torchrun: the launcher is stopping the job, usually for a failed rank."""
+    raise DistributedError(
+        f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}: stopped "
+        "by torchrun (SIGTERM), usually because another rank failed; that rank's log says "
+        "why. Resume the whole job from the last checkpoint with --resume RUN_DIR.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hepml`` console script."""
     parser = build_parser()
@@ -47,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
-        import os
-
         os.environ.setdefault("TQDM_DISABLE", "1")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        signal.signal(signal.SIGTERM, _stopped_by_torchrun)
     try:
         return int(args.func(args) or 0)
     except HepmlError as exc:

@@ -229,6 +229,8 @@ class Source:
         step_size: Entries per chunk; bounds the memory of one read.
         max_entries: Read at most this many entries from each file.
         check_finite: Raise :class:`BadValueError` on NaN or infinite floats.
+        min_chunks_per_file: Cut every file into at least this many chunks (but not into
+            empty ones), so that this many processes can each read their own part.
     """
 
     def __init__(
@@ -241,6 +243,7 @@ class Source:
         step_size: int = 20_000,
         max_entries: int | None = None,
         check_finite: bool = True,
+        min_chunks_per_file: int = 1,
     ) -> None:
         self.paths = expand_files(files)
         self.tree = tree
@@ -265,8 +268,9 @@ class Source:
         offset = 0
         for path in self.paths:
             n = self.entries[path]
-            self.chunks += [ChunkSpec(path, a, min(a + step_size, n), offset + a)
-                            for a in range(0, n, step_size)]
+            step = max(1, min(step_size, -(-n // max(1, min_chunks_per_file))))
+            self.chunks += [ChunkSpec(path, a, min(a + step, n), offset + a)
+                            for a in range(0, n, step)]
             offset += n
         self.num_entries = offset
 

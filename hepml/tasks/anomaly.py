@@ -140,7 +140,7 @@ class AnomalyData(TaggingData):
     """
 
     def __init__(self, data: DataConfig, representation: Any, *, seed: int,
-                 extra_fields: Sequence[str] = (), cache: bool = True) -> None:
+                 extra_fields: Sequence[str] = (), cache: bool | None = None) -> None:
         self.extra_fields = tuple(dict.fromkeys(extra_fields))
         super().__init__(data, representation, seed=seed, with_labels=bool(data.labels),
                          cache=cache, extra_fields=self.extra_fields)
@@ -551,7 +551,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     """Train the autoencoder of workflow ``cfg`` and scan; return the run directory."""
     a = anomaly_config(cfg)
     torch.manual_seed(cfg.seed)
-    distributed.init_from_env(resolve_device(cfg.training.device))
+    distributed.init_from_env(resolve_device(cfg.training.device),
+                               timeout_s=cfg.training.distributed_timeout)
     representation = build_representation(cfg.representation)
     labelled = bool(cfg.data.labels)
     extra = [*a.ids, *([a.mass] if a.mass else [])]

@@ -215,7 +215,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     calo = from_mapping(CaloSimConfig, cfg.calosim, where="calosim")
-    distributed.init_from_env(resolve_device(cfg.training.device))
+    distributed.init_from_env(resolve_device(cfg.training.device),
+                               timeout_s=cfg.training.distributed_timeout)
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
     files = expand_files(cfg.data.files)

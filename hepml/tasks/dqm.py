@@ -840,7 +840,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     dqm = from_mapping(DQMConfig, cfg.dqm, where="dqm")
-    distributed.init_from_env(resolve_device(cfg.training.device))
+    distributed.init_from_env(resolve_device(cfg.training.device),
+                               timeout_s=cfg.training.distributed_timeout)
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
     representation = build_representation(cfg.representation)

@@ -97,13 +97,13 @@ class TaggingData:
         representation: A transform from a chunk's arrays to an input tensor.
         seed: Seed of the train/validation/test assignment.
         with_labels: Read the class flags (off for scoring unlabelled data).
-        cache: Keep built chunks in memory.
+        cache: Keep built chunks in memory (default: ``data.cache``).
         extra_fields: Further fields read with every chunk (checked like the others), for
             subclasses that need more than the model inputs (event ids, a mass).
     """
 
     def __init__(self, data: DataConfig, representation: Any, *, seed: int,
-                 with_labels: bool = True, cache: bool = True,
+                 with_labels: bool = True, cache: bool | None = None,
                  extra_fields: Sequence[str] = ()) -> None:
         self.config = data
         self.representation = representation
@@ -112,10 +112,13 @@ class TaggingData:
         if with_labels:
             fields += [f for f in data.labels if f not in fields]
         fields += [f for f in extra_fields if f not in fields]
+        # under torchrun every file is cut into at least one chunk per rank, so that each
+        # rank reads its own part of the files
         self.source = Source(data.files, data.tree, fields, branches=data.branches,
-                             step_size=data.step_size, max_entries=data.max_entries)
+                             step_size=data.step_size, max_entries=data.max_entries,
+                             min_chunks_per_file=distributed.world_size())
         self.split = assign_split(self.source.num_entries, data.split, seed)
-        self.cache = cache
+        self.cache = data.cache if cache is None else cache
         self._built: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def labels_of(self, arrays: ak.Array, where: str) -> torch.Tensor:
@@ -322,7 +325,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         resume: A run directory of the same workflow to continue from its last checkpoint.
     """
     torch.manual_seed(cfg.seed)
-    distributed.init_from_env(resolve_device(cfg.training.device))
+    distributed.init_from_env(resolve_device(cfg.training.device),
+                               timeout_s=cfg.training.distributed_timeout)
     representation = build_representation(cfg.representation)
     data = TaggingData(cfg.data, representation, seed=cfg.seed)
     applied_data = [_apply_data(a, cfg.data, representation) for a in cfg.apply]
@@ -353,8 +357,11 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                           data.dataset(1, batch_size=bs, shuffle=False), resume=bool(resume))
     trainer.load_best()
     scores = trainer.predict(data.dataset(None, batch_size=max(bs, 1024), shuffle=False))
-    labels = data.labels().to(trainer.device)
+    # every rank takes part in prediction (each scores its share of the chunks)
+    applied_raw = [trainer.predict(adata.dataset(None, batch_size=max(bs, 1024), shuffle=False))
+                   for adata in applied_data]
     if main:
+        labels = data.labels().to(trainer.device)
         write_predictions(run_dir / "predictions", data.source, scores.float().cpu().numpy(),
                           cfg.data.class_names,
                           labels=labels.cpu().numpy(), split=data.split,
@@ -374,8 +381,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
             )
         applied: dict[str, Any] = {}
         applied_scores: list[tuple[str, np.ndarray]] = []
-        for a, adata in zip(cfg.apply, applied_data, strict=True):
-            a_scores = trainer.predict(adata.dataset(None, batch_size=max(bs, 1024), shuffle=False))
+        for a, adata, a_scores in zip(cfg.apply, applied_data, applied_raw, strict=True):
             a_scores = a_scores.float().cpu().numpy()
             files = write_predictions(run_dir / "applied" / a.name, adata.source, a_scores,
                                       cfg.data.class_names, labels=None, split=None,

@@ -5,7 +5,13 @@ reads the chunk and builds the model inputs and targets). Each epoch visits the 
 in an order and shuffles the entries inside each chunk with a generator seeded by
 ``(seed, epoch)`` alone, so the order of an epoch does not depend on what ran before it:
 a run resumed from a checkpoint sees exactly the batches the uninterrupted run saw.
-Under torchrun each rank takes every ``world_size``-th entry of each shuffled chunk.
+Under torchrun the chunks are shared out among the ranks once (longest first to the rank
+with the fewest entries, the same on every rank), so each rank reads only its own part of
+the files; each rank then shuffles and batches its own chunks. When there are fewer
+chunks than ranks, every rank reads every chunk and takes every ``world_size``-th entry.
+For training, ranks with fewer batches repeat their first ones, so that every rank runs
+the same number of steps (DistributedDataParallel needs that, as DistributedSampler's
+padding does).
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ class ChunkedDataset(IterableDataset):
         shuffle: Shuffle chunk order and entries within chunks every epoch.
         seed: Base seed of the shuffling.
         cache: Keep built chunks in memory after the first epoch (for data that fit).
-        shard: Under torchrun, give each rank its share of the entries (training,
-            validation); ``False`` gives every rank all entries in order (prediction).
+        shard: Under torchrun, give each rank its share of the chunks (training,
+            validation); ``False`` gives every rank all entries in order (prediction,
+            which :meth:`hepml.training.Trainer.predict` shares out itself).
     """
 
     def __init__(
@@ -57,15 +64,51 @@ class ChunkedDataset(IterableDataset):
         self.cache = cache
         self.shard = shard
         self.epoch = 0
+        #: Under torchrun, every rank yields as many batches as the busiest one (the
+        #: trainer sets this for training data).
+        self.even_batches = False
         self._cache: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def _rank(self) -> tuple[int, int]:
         return (distributed.world_size(), distributed.rank()) if self.shard else (1, 0)
 
+    def partition(self, world_size: int) -> list[list[int]] | None:
+        """The chunks of each of ``world_size`` ranks, or ``None`` to stride entries.
+
+        Longest chunk first to the rank with the fewest entries so far (ties to the lower
+        rank), the same on every rank. ``None`` when there are fewer non-empty chunks than
+        ranks.
+        """
+        nonempty = [i for i, n in enumerate(self.lengths) if n > 0]
+        if world_size <= 1 or len(nonempty) < world_size:
+            return None
+        loads, parts = [0] * world_size, [[] for _ in range(world_size)]
+        for i in sorted(nonempty, key=lambda i: (-self.lengths[i], i)):
+            r = min(range(world_size), key=lambda r: (loads[r], r))
+            parts[r].append(i)
+            loads[r] += self.lengths[i]
+        return [sorted(p) for p in parts]
+
+    def _plan(self, world_size: int, rank: int) -> tuple[list[int], int]:
+        """``(chunks this rank reads, entry stride)`` for a rank."""
+        parts = self.partition(world_size)
+        if parts is None:
+            return list(range(len(self.loaders))), world_size
+        return parts[rank], 1
+
+    def _entries(self, world_size: int, rank: int) -> list[int]:
+        """Entries a rank takes from each of its chunks."""
+        chunks, stride = self._plan(world_size, rank)
+        offset = rank if stride > 1 else 0
+        return [len(range(offset, self.lengths[i], stride)) for i in chunks]
+
+    def _num_batches(self, world_size: int, rank: int) -> int:
+        per_rank = max(1, self.batch_size // world_size)
+        return sum(-(-n // per_rank) for n in self._entries(world_size, rank))
+
     def __len__(self) -> int:
-        """Entries this rank sees per epoch."""
-        ws, r = self._rank()
-        return sum(len(range(r, n, ws)) for n in self.lengths)
+        """Entries this rank sees per epoch (repeated batches not counted)."""
+        return sum(self._entries(*self._rank()))
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffling of ``epoch``."""
@@ -79,20 +122,43 @@ class ChunkedDataset(IterableDataset):
             self._cache[i] = tensors
         return tensors
 
+    def chunk_batches(self, i: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The entries of chunk ``i`` in order, in batches of ``batch_size`` (no sharding)."""
+        if self.lengths[i] == 0:
+            return
+        tensors = self._chunk(i)
+        for start in range(0, len(tensors[0]), self.batch_size):
+            yield tuple(t[start:start + self.batch_size] for t in tensors)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.loaders), generator=gen) if self.shuffle else torch.arange(len(self.loaders))
         ws, r = self._rank()
+        chunks, stride = self._plan(ws, r)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.shuffle:
+            chunks = [chunks[k] for k in torch.randperm(len(chunks), generator=gen).tolist()]
         per_rank = max(1, self.batch_size // ws)
-        for i in order.tolist():
+        offset = r if stride > 1 else 0
+        plan: list[tuple[int, torch.Tensor]] = []
+        for i in chunks:
             if self.lengths[i] == 0:
                 continue
             tensors = self._chunk(i)
             n = len(tensors[0])
             idx = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-            idx = idx[r::ws]
+            idx = idx[offset::stride]
             for start in range(0, len(idx), per_rank):
                 sel = idx[start : start + per_rank]
+                if self.even_batches:
+                    plan.append((i, sel))
+                yield tuple(t[sel] for t in tensors)
+        if self.even_batches and ws > 1 and plan:
+            # repeat this rank's first batches until it has as many as the busiest rank
+            missing = max(self._num_batches(ws, k) for k in range(ws)) - len(plan)
+            loaded, tensors = -1, ()
+            for k in range(missing):
+                i, sel = plan[k % len(plan)]
+                if i != loaded:
+                    tensors, loaded = self._chunk(i), i
                 yield tuple(t[sel] for t in tensors)
 
 

@@ -1,29 +1,73 @@
 """torchrun support: process group set-up from the environment, rank helpers.
 
 Under ``torchrun`` the environment holds ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``;
-:func:`init_from_env` starts the process group (nccl on CUDA, gloo on CPU). Without them
-everything degrades to a single process with rank 0.
+:func:`init_from_env` starts the process group (nccl on CUDA, gloo on CPU), and
+:func:`local_device` gives each process its own GPU. Without them everything degrades to
+a single process with rank 0 and every helper is the identity.
+
+A collective operation that fails because another rank died (its sockets close) or that
+waits longer than the process group's timeout raises :class:`DistributedError`, a
+:class:`~hepml.errors.HepmlError` that names the rank and says how to resume, instead of
+the backend's traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import logging
 import os
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
-__all__ = ["init_from_env", "rank", "world_size", "is_main_process", "all_reduce_sum", "barrier",
-           "broadcast_object"]
+from hepml.errors import DistributedError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DistributedError", "init_from_env", "local_device", "rank", "world_size",
+           "is_main_process", "all_reduce_sum", "all_reduce_gradients", "all_gather_object",
+           "barrier", "broadcast_object", "broadcast_module", "collective"]
+
+
+def _launched() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available()
+
+
+def local_device(device: torch.device) -> torch.device:
+    """This process's device: under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``.
+
+    An explicit index (``cuda:1``) is kept; CPU and MPS are returned unchanged.
+    """
+    if device.type == "cuda" and device.index is None and _launched():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def init_from_env(device: torch.device, *, timeout_s: float = 300.0) -> bool:
-    """Start the process group if launched by torchrun; return whether it is distributed."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+    """Start the process group if launched by torchrun; return whether it is distributed.
+
+    Args:
+        device: The device training runs on: nccl for CUDA, gloo otherwise.
+        timeout_s: How long a collective operation waits for the other ranks before
+            this rank stops with :class:`DistributedError`.
+    """
+    if not _launched():
         return False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        kwargs: dict[str, Any] = {}
+        if backend == "nccl":
+            kwargs["device_id"] = local_device(device)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+        log.info("torchrun: rank %d of %d, backend %s", dist.get_rank(), dist.get_world_size(),
+                 backend)
     return True
 
 
@@ -33,8 +77,14 @@ def rank() -> int:
 
 
 def world_size() -> int:
-    """Number of processes (1 when not distributed)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    """Number of processes (1 when not distributed).
+
+    Before the process group starts, the value torchrun put in the environment, so that
+    data can be cut for the ranks while the job is being set up.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return max(1, int(os.environ.get("WORLD_SIZE", "1"))) if _launched() else 1
 
 
 def is_main_process() -> bool:
@@ -42,24 +92,102 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+@contextlib.contextmanager
+def collective(what: str, *, run_dir: str | os.PathLike | None = None) -> Iterator[None]:
+    """Turn a failed collective operation into a :class:`DistributedError`.
+
+    Args:
+        what: What the ranks were doing (``"epoch 3"``), for the message.
+        run_dir: The run directory to resume from, for the message.
+    """
+    try:
+        yield
+    except DistributedError:
+        raise
+    except (RuntimeError, OSError) as exc:
+        if not (dist.is_available() and dist.is_initialized()) or not _lost_ranks(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DistributedError(
+            f"rank {rank()} of {world_size()}: lost the other ranks during {what} "
+            f"({type(exc).__name__}: {first[:300]}). Another rank probably died or hung; "
+            "its log says why. Resume the whole job from the last checkpoint with "
+            f"--resume {run_dir or 'RUN_DIR'}."
+        ) from None
+
+
+def _lost_ranks(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the communication backend (not from the model's code)."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    return re.search(r"gloo|nccl|connection (reset|closed)|timed out|broken pipe", str(exc),
+                     re.IGNORECASE) is not None
+
+
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all processes (identity when not distributed)."""
     if world_size() > 1:
         values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        with collective("a sum over ranks"):
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def all_reduce_gradients(params: Sequence[nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over all processes, in one flat buffer.
+
+    What DistributedDataParallel does for a model with one optimiser, for models that
+    step several optimisers from their own training step (a GAN). Parameters without a
+    gradient on this rank take part with zeros, so every rank sends the same layout.
+    """
+    if world_size() <= 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                      for p in params])
+    with collective("a gradient exchange"):
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size()
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` when not distributed)."""
+    if world_size() <= 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    with collective("gathering results"):
+        dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:
     """Wait for every process (no-op when not distributed)."""
     if world_size() > 1:
-        dist.barrier()
+        with collective("a barrier"):
+            dist.barrier()
 
 
 def broadcast_object(obj: object) -> object:
     """Rank 0's ``obj`` on every rank (identity when not distributed)."""
     if world_size() > 1:
         box = [obj]
-        dist.broadcast_object_list(box, src=0)
+        with collective("a broadcast from rank 0"):
+            dist.broadcast_object_list(box, src=0)
         return box[0]
     return obj
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Give every rank rank 0's parameters and buffers (no-op when not distributed)."""
+    if world_size() <= 1:
+        return
+    with collective("copying the model from rank 0"), torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src=0)

@@ -5,8 +5,18 @@ validation loss, learning-rate schedules, L1/L2 penalties, mixed precision on CU
 atomic checkpoints (``checkpoint_last.pt`` every epoch, ``checkpoint_best.pt`` on each
 improvement) from which ``resume=True`` continues exactly: data order depends only on
 ``(seed, epoch)`` and the RNG state is restored, so a resumed run on the CPU ends with the
-same weights as an uninterrupted one. Under torchrun it wraps the model in
-DistributedDataParallel and only rank 0 writes.
+same weights as an uninterrupted one.
+
+Under torchrun (``torchrun --nproc-per-node N -m hepml run WORKFLOW.yaml``) each rank
+trains on its own share of the chunks with ``batch_size / N`` entries per step, gradients
+are averaged over the ranks (DistributedDataParallel; for models with their own training
+step, one flat all-reduce per optimiser step, as DDP does), the validation loss is summed
+over the ranks so that every rank sees the same value and takes the same early-stopping
+decision, and only rank 0 writes checkpoints. :meth:`Trainer.predict` shares the chunks
+out among the ranks and gathers the outputs on every rank in input order. When a rank
+dies or hangs, the others stop with :class:`~hepml.training.distributed.DistributedError`
+(at the latest after ``training.distributed_timeout`` seconds); ``resume=True`` then
+continues from the last checkpoint.
 
 A model that trains with several optimisers (a GAN: generator and discriminator) says so
 by defining three methods, and the trainer then hands it the optimisation step:
@@ -119,15 +129,21 @@ class Trainer:
     ) -> None:
         self.config = config
         self.unit = unit
-        self.device = resolve_device(config.device)
+        self.device = distributed.local_device(resolve_device(config.device))
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        self.distributed = distributed.init_from_env(self.device)
+        self.distributed = distributed.init_from_env(self.device,
+                                                     timeout_s=config.distributed_timeout)
         self.model = model.to(self.device)
         self.module = self.model
+        self.manual = callable(getattr(self.module, "training_step", None))
         if self.distributed:
-            self.model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.manual:  # several optimisers: gradients are averaged in _step
+                distributed.broadcast_module(self.module)
+            else:
+                self.model = nn.parallel.DistributedDataParallel(
+                    self.model,
+                    device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.run_dir = Path(run_dir)
         self.model_spec = model_spec
         self.run_config = run_config or {}
@@ -138,10 +154,6 @@ class Trainer:
         if self.amp and self.device.type != "cuda":
             raise ConfigError("training.mixed_precision is only supported on CUDA; use 'auto'")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.manual = callable(getattr(self.module, "training_step", None))
-        if self.manual and self.distributed:
-            raise ConfigError("models with their own training step (GANs) are not supported "
-                              "under torchrun yet; run them in one process")
         groups = (self.module.optimizer_groups() if self.manual
                   else {"model": {"params": list(self.module.parameters())}})
         self.optimizers = {name: self._make_optimizer(**g) for name, g in groups.items()}
@@ -259,6 +271,8 @@ class Trainer:
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.distributed:
+            distributed.all_reduce_gradients([p for g in opt.param_groups for p in g["params"]])
         if self.config.grad_clip:
             self.scaler.unscale_(opt)
             nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
@@ -275,8 +289,11 @@ class Trainer:
             values = dict(self.module.training_step(inputs, target, _Stepper(self)))
             self.global_step += 1
             return values.pop("loss").float(), None, values
+        # validation runs the bare module: no gradient exchange, so ranks may hold
+        # different numbers of validation batches
+        model = self.model if train else self.module
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = _float(self.model(*inputs))
+            out = _float(model(*inputs))
             loss = self.loss_fn(out, target)
         if train:
             total = loss + self._penalty()
@@ -339,13 +356,15 @@ class Trainer:
         else:
             torch.manual_seed(self.seed)
         c = self.config
+        train.even_batches = True  # the same number of steps on every rank
         while self.epoch < c.epochs:
             if c.early_stopping_patience and self.bad_epochs >= c.early_stopping_patience:
                 break
             epoch = self.epoch + 1
             train.set_epoch(epoch)
-            tr = self._run_epoch(train, train=True, desc=f"epoch {epoch}/{c.epochs} train")
-            va = self._run_epoch(val, train=False, desc=f"epoch {epoch}/{c.epochs} val")
+            with distributed.collective(f"epoch {epoch}", run_dir=self.run_dir):
+                tr = self._run_epoch(train, train=True, desc=f"epoch {epoch}/{c.epochs} train")
+                va = self._run_epoch(val, train=False, desc=f"epoch {epoch}/{c.epochs} val")
             lr = self.optimizer.param_groups[0]["lr"]
             for scheduler in self.schedulers.values():
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -391,13 +410,28 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, data: ChunkedDataset) -> torch.Tensor:
-        """Softmax outputs of the model over ``data`` in order, on the trainer's device."""
+        """Softmax outputs of the model over ``data`` in order, on the trainer's device.
+
+        Under torchrun each rank scores its share of the chunks, and every rank gets all
+        outputs back in input order.
+        """
         self.module.eval()
-        outs = []
-        for *inputs, _ in data:
-            inputs = [x.to(self.device, non_blocking=True) for x in inputs]
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                outs.append(torch.softmax(self.module(*inputs).float(), dim=1))
+        ws = distributed.world_size()
+        parts = data.partition(ws)
+        mine = parts[distributed.rank()] if parts else range(len(data.loaders))
+        outs: dict[int, torch.Tensor] = {}
+        for i in mine:
+            chunk = []
+            for *inputs, _ in data.chunk_batches(i):
+                inputs = [x.to(self.device, non_blocking=True) for x in inputs]
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                    chunk.append(torch.softmax(self.module(*inputs).float(), dim=1))
+            if chunk:
+                outs[i] = torch.cat(chunk)
+        if parts:
+            with distributed.collective("prediction"):
+                gathered = distributed.all_gather_object({i: t.cpu() for i, t in outs.items()})
+            outs = {i: t.to(self.device) for part in gathered for i, t in part.items()}
         if not outs:
             return torch.empty(0, device=self.device)
-        return torch.cat(outs)
+        return torch.cat([outs[i] for i in sorted(outs)])

@@ -155,7 +155,8 @@ class TrackingData:
         fields = list(representation.required_fields)
         fields += [f for f in ("hit_particle_id", *PARTICLE_TRUTH) if f not in fields]
         self.source = Source(data.files, data.tree, fields, branches=data.branches,
-                             step_size=data.step_size, max_entries=data.max_entries)
+                             step_size=data.step_size, max_entries=data.max_entries,
+                             min_chunks_per_file=distributed.world_size())
         self.split = assign_split(self.source.num_entries, data.split, seed)
         self._arrays: dict[int, ak.Array] = {}
 
@@ -286,7 +287,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     """
     torch.manual_seed(cfg.seed)
     tcfg = from_mapping(TrackingConfig, cfg.tracking, where="tracking")
-    distributed.init_from_env(resolve_device(cfg.training.device))
+    distributed.init_from_env(resolve_device(cfg.training.device),
+                               timeout_s=cfg.training.distributed_timeout)
     kind = _kind(cfg)
     representation = build_representation(cfg.representation)
     data = TrackingData(cfg.data, representation, kind, seed=cfg.seed)
