@@ -23,6 +23,8 @@ __all__ = [
     "EmptyInputError",
     "CheckpointError",
     "GenerationError",
+    "DistributedError",
+    "ExportError",
     "closest",
 ]
 
@@ -134,3 +136,7 @@ class GenerationError(HepmlError, RuntimeError):
 
 class DistributedError(HepmlError, RuntimeError):
     """Another rank of a torchrun job died, hung or failed; this rank cannot go on."""
+
+
+class ExportError(HepmlError, RuntimeError):
+    """A model cannot be exported (ONNX), or the exported model does not reproduce it."""

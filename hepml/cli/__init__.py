@@ -21,7 +21,7 @@ from hepml.errors import DistributedError, HepmlError
 __all__ = ["main", "build_parser"]
 
 _SUBCOMMANDS = ("run", "generate", "convert", "predict", "evaluate", "compare", "scan", "dqm",
-                "simulate")
+                "simulate", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -476,7 +476,7 @@ class ConvAutoencoder(AutoencoderBase):
         return self.encoder(xn)
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        y = self.decoder(self.expand(z).view(len(z), *self.code_shape))
+        y = self.decoder(self.expand(z).view(z.shape[0], *self.code_shape))
         left, _, top, _ = self.padding
         h, w = self.image_size
         return y[:, :, top:top + h, left:left + w]

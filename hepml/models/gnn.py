@@ -50,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from hepml.errors import BadValueError, ConfigError, UnknownKeyError
+from hepml.models._export import exporting
 from hepml.models._registry import activation as _activation
 from hepml.models._registry import register_model
 from hepml.representations.event_graphs import padded_to_sparse
@@ -116,7 +117,7 @@ def _interaction_class() -> type[nn.Module]:
             if edge_attr is None:
                 edge_attr = x.new_zeros(edge_index.shape[1], 0)
             effects = self.edge_updater(edge_index, x=x, edge_attr=edge_attr)
-            summed = self.propagate(edge_index, effects=effects, size=(len(x), len(x)))
+            summed = self.propagate(edge_index, effects=effects, size=(x.shape[0], x.shape[0]))
             return self.object(torch.cat([x, summed], dim=-1)), effects
 
         def edge_update(self, x_i, x_j, edge_attr):
@@ -155,6 +156,38 @@ def _norm(kind: str, width: int) -> nn.Module:
     if kind == "batch":
         return _BatchNorm(width)
     return nn.Identity()
+
+
+def _padded_for_export(x: torch.Tensor, neighbors: torch.Tensor,
+                       edge_attr: torch.Tensor | None, mask: torch.Tensor | None,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """:func:`padded_to_sparse` without shapes that depend on the data, for export.
+
+    Every slot stays: node ``b * N + i`` is slot ``i`` of event ``b``, and one sink node
+    is appended. Every neighbour slot is an edge; a slot that :func:`padded_to_sparse`
+    drops (no neighbour, or an end that is padding) joins the sink to itself. A real node
+    then receives exactly the edges it receives there, in the same order, and padded
+    nodes receive none, so real nodes compute the same values; padded nodes and the sink
+    belong to an extra graph ``B`` of the returned ``batch``, which the pooling drops.
+    """
+    b, n, f = x.shape
+    k = neighbors.shape[2]
+    device = x.device
+    mask = (torch.ones(b, n, dtype=torch.bool, device=device) if mask is None
+            else mask.reshape(b, n).to(device=device, dtype=torch.bool))
+    flat_mask = mask.reshape(-1)
+    neighbors = neighbors.to(device=device, dtype=torch.long)
+    source = neighbors.clamp(min=0) + (torch.arange(b, device=device) * n).view(b, 1, 1)
+    target = torch.arange(b * n, device=device).view(b, n, 1).expand(b, n, k)
+    edge = (neighbors >= 0) & mask.unsqueeze(-1) & flat_mask[source]
+    sink = torch.full_like(source, b * n)
+    edge_index = torch.stack([torch.where(edge, source, sink).reshape(-1),
+                              torch.where(edge, target, sink).reshape(-1)])
+    nodes = torch.cat([x.reshape(b * n, f), x.new_zeros(1, f)])
+    attr = None if edge_attr is None else edge_attr.reshape(b * n * k, edge_attr.shape[-1])
+    event = torch.arange(b * n, device=device) // n
+    batch = torch.cat([torch.where(flat_mask, event, b), event.new_full((1,), b)])
+    return nodes, edge_index, attr, batch
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -273,7 +306,9 @@ class EventGNN(nn.Module):
             raise BadValueError(f"edge_attr: expected [B, N, K, {self.edge_dims}], got shape "
                                 f"{tuple(edge_attr.shape)}")
         b = x.shape[0]
-        h, edge_index, e, batch = padded_to_sparse(x, neighbors, edge_attr, mask)
+        # for export: every slot kept, padding pooled into an extra graph b (dropped below)
+        to_graph, n_graphs = (_padded_for_export, b + 1) if exporting() else (padded_to_sparse, b)
+        h, edge_index, e, batch = to_graph(x, neighbors, edge_attr, mask)
         h = self.embed(h)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             if self.layer == "interaction":
@@ -284,6 +319,6 @@ class EventGNN(nn.Module):
             else:
                 out = conv(h, edge_index)
             h = h + self.dropout(self.act(norm(out)))
-        pooled = torch.cat([self._pools[p](h, batch, size=b) for p in POOLINGS[self.pooling]],
-                           dim=-1)
+        pooled = torch.cat([self._pools[p](h, batch, size=n_graphs)[:b]
+                            for p in POOLINGS[self.pooling]], dim=-1)
         return self.head(pooled)

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from hepml.errors import BadValueError, ConfigError
+from hepml.models._export import exporting
 from hepml.models._registry import activation as _activation
 from hepml.models._registry import register_model
 
@@ -151,23 +152,27 @@ class EdgeClassifierIN(nn.Module):
         b, h_max, f = x.shape
         edges = edges.to(device=x.device, dtype=torch.long)
         valid = (edges >= 0).all(-1)  # [B, E]
-        real = edges[valid]  # [n, 2]
-        if real.numel() and int(real.max()) >= h_max:
-            raise BadValueError(f"edges: hit indices must lie below the {h_max} node slots "
-                                f"of x, got {int(real.max())}")
-        event = torch.arange(b, device=x.device)[:, None].expand_as(valid)[valid]
-        flat = real + (event * h_max)[:, None]
-        # the hits that some edge joins, renumbered in order
-        used = torch.zeros(b * h_max, dtype=torch.bool, device=x.device)
-        used[flat.reshape(-1)] = True
-        new_index = torch.cumsum(used, 0) - 1
-        src, dst = new_index[flat[:, 0]], new_index[flat[:, 1]]
-        nodes = x.reshape(b * h_max, f)[used]
+        if exporting():  # every slot, no shapes that depend on the data
+            nodes, src, dst, attr = _all_slots(x, edges, edge_attr, valid)
+        else:
+            real = edges[valid]  # [n, 2]
+            if real.numel() and int(real.max()) >= h_max:
+                raise BadValueError(f"edges: hit indices must lie below the {h_max} node "
+                                    f"slots of x, got {int(real.max())}")
+            event = torch.arange(b, device=x.device)[:, None].expand_as(valid)[valid]
+            flat = real + (event * h_max)[:, None]
+            # the hits that some edge joins, renumbered in order
+            used = torch.zeros(b * h_max, dtype=torch.bool, device=x.device)
+            used[flat.reshape(-1)] = True
+            new_index = torch.cumsum(used, 0) - 1
+            src, dst = new_index[flat[:, 0]], new_index[flat[:, 1]]
+            nodes = x.reshape(b * h_max, f)[used]
+            attr = None if edge_attr is None else edge_attr.to(x.device)[valid]
 
         h = self.node_encoder(nodes)
         parts = [nodes[src], nodes[dst]]
-        if edge_attr is not None:
-            parts.insert(0, edge_attr.to(x.device)[valid].to(nodes.dtype))
+        if attr is not None:
+            parts.insert(0, attr.to(nodes.dtype))
         e = self.edge_encoder(torch.cat(parts, dim=-1))
         for i in range(self.n_iterations):
             k = 0 if self.shared_weights else i
@@ -176,9 +181,29 @@ class EdgeClassifierIN(nn.Module):
             outgoing = torch.zeros_like(h, dtype=e.dtype).index_add_(0, src, e)
             h = h + self.node_networks[k](torch.cat([h, incoming, outgoing], dim=-1))
         logits = self.output(torch.cat([h[src], h[dst], e], dim=-1)).squeeze(-1)
+        if exporting():
+            return torch.where(valid, logits.view(valid.shape), 0.0)
         out = logits.new_zeros(valid.shape)
         out[valid] = logits
         return out
+
+
+def _all_slots(x: torch.Tensor, edges: torch.Tensor, edge_attr: torch.Tensor | None,
+               valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Nodes, edge ends and edge features of every slot, for export.
+
+    Node ``b * H + i`` is hit slot ``i`` of event ``b``, followed by one sink node; every
+    edge slot is an edge, and a padding slot joins the sink to itself. A real edge then
+    sees exactly the hits and edges it sees in the forward pass (hits without edges and
+    the sink touch no real edge), so its logit is the same.
+    """
+    b, h_max, f = x.shape
+    base = (torch.arange(b, device=x.device) * h_max).view(b, 1, 1)
+    flat = edges + base
+    flat = torch.where(valid.unsqueeze(-1), flat, torch.full_like(flat, b * h_max)).reshape(-1, 2)
+    nodes = torch.cat([x.reshape(b * h_max, f), x.new_zeros(1, f)])
+    attr = None if edge_attr is None else edge_attr.to(x.device).reshape(-1, edge_attr.shape[-1])
+    return nodes, flat[:, 0], flat[:, 1], attr
 
 
 def edge_loss(logits: torch.Tensor, y: torch.Tensor,

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from hepml.errors import BadValueError, ConfigError
+from hepml.models._export import exporting
 from hepml.models._registry import register_model
 
 __all__ = ["LOG_SIGMA_MIN", "LSTMTracker", "gaussian_nll"]
@@ -131,16 +132,20 @@ class LSTMTracker(nn.Module):
         if lengths.shape != x.shape[:1]:
             raise BadValueError(f"LSTMTracker: lengths has shape {tuple(lengths.shape)} but x "
                                 f"holds {x.shape[0]} sequences")
-        if x.shape[0] == 0:
-            return self.head(x.new_zeros((0, self.head[0].in_features)))
-        cpu_lengths = lengths.detach().to("cpu", torch.int64)
-        if int(cpu_lengths.min()) < 1 or int(cpu_lengths.max()) > x.shape[1]:
-            raise BadValueError(f"LSTMTracker: lengths must lie in [1, {x.shape[1]}], got "
-                                f"{int(cpu_lengths.min())} .. {int(cpu_lengths.max())}")
-        packed = pack_padded_sequence(x, cpu_lengths, batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(packed)
-        h = state[0] if isinstance(state, tuple) else state  # [layers * dirs, M, H]
-        last = torch.cat([h[-2], h[-1]], dim=1) if self.bidirectional else h[-1]
+        if exporting():  # no packing (ONNX has none), no checks that read the data
+            last = self._last_unpacked(x, lengths.to(x.device).long())
+        else:
+            if x.shape[0] == 0:
+                return self.head(x.new_zeros((0, self.head[0].in_features)))
+            cpu_lengths = lengths.detach().to("cpu", torch.int64)
+            if int(cpu_lengths.min()) < 1 or int(cpu_lengths.max()) > x.shape[1]:
+                raise BadValueError(f"LSTMTracker: lengths must lie in [1, {x.shape[1]}], "
+                                    f"got {int(cpu_lengths.min())} .. {int(cpu_lengths.max())}")
+            packed = pack_padded_sequence(x, cpu_lengths, batch_first=True,
+                                          enforce_sorted=False)
+            _, state = self.rnn(packed)
+            h = state[0] if isinstance(state, tuple) else state  # [layers * dirs, M, H]
+            last = torch.cat([h[-2], h[-1]], dim=1) if self.bidirectional else h[-1]
         out = self.head(last)
         mu = out[:, :2] * _EXTRAPOLATIONS[self.extrapolation]
         log_sigma = out[:, 2:]
@@ -148,6 +153,39 @@ class LSTMTracker(nn.Module):
             mu = mu + self._extrapolate(x, lengths.to(x.device).long())
         log_sigma = LOG_SIGMA_MIN + F.softplus(log_sigma - LOG_SIGMA_MIN)
         return torch.cat([mu, log_sigma], dim=1)
+
+    def _last_unpacked(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """What the packed run gives as ``last``, from the padded ``x`` (for export).
+
+        The recurrent layers run layer by layer with their own weights. A forward
+        direction's state after hit ``L - 1`` does not depend on the padding after it, so
+        it is read from the padded run at ``L - 1``. A backward direction runs over each
+        prefix reversed within its length (the padding stays behind the hits), with the
+        layer's ``_reverse`` weights; its final state is its output after the reversed
+        prefix's last step.
+        """
+        m, t = x.shape[0], x.shape[1]
+        hidden = self.rnn.hidden_size
+        at_last = (lengths - 1).clamp(min=0).view(m, 1, 1).expand(m, 1, hidden)
+        steps = torch.arange(t, device=x.device).view(1, t)
+        flip = torch.where(steps < lengths.view(m, 1), lengths.view(m, 1) - 1 - steps, steps)
+        rnn_op = torch.lstm if self.cell == "lstm" else torch.gru
+        inp = x
+        for layer in range(self.rnn.num_layers):
+            outs = []
+            for suffix in ("", "_reverse") if self.bidirectional else ("",):
+                weights = [getattr(self.rnn, f"{name}_l{layer}{suffix}")
+                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                seq = inp if not suffix else inp.gather(
+                    1, flip.unsqueeze(-1).expand(m, t, inp.shape[-1]))
+                h0 = x.new_zeros(1, m, hidden)
+                state = (h0, h0) if self.cell == "lstm" else h0
+                out = rnn_op(seq, state, weights, True, 1, 0.0, False, False, True)[0]
+                outs.append(out if not suffix else out.gather(
+                    1, flip.unsqueeze(-1).expand(m, t, hidden)))
+            inp = torch.cat(outs, dim=-1)  # [M, T, H or 2H] in the original hit order
+        last = inp[..., :hidden].gather(1, at_last).squeeze(1)
+        return torch.cat([last, inp[:, 0, hidden:]], dim=1) if self.bidirectional else last
 
     def _extrapolate(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Δφ and z of the prefix's extrapolation to ``r_next`` ``[M, 2]``."""

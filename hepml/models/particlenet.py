@@ -21,6 +21,7 @@ statistics include the (zeroed) padded entries, as in the authors' implementatio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from hepml.errors import BadValueError, ConfigError
+from hepml.models._export import exporting
 from hepml.models._registry import activation as _activation
 from hepml.models._registry import register_model
 from hepml.representations.knn import knn_indices
@@ -94,6 +96,30 @@ def _activate(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
     return act(h)
 
 
+def _knn_for_export(points: torch.Tensor, k: int, mask: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                torch.Tensor]:
+    """:func:`~hepml.representations.knn.knn_indices` with operators that ONNX has.
+
+    The same neighbours, slots and ``valid`` flags (no periodic dimensions, no self):
+    distances from coordinate differences, then ``topk`` of the smallest, which ONNX's
+    ``TopK`` orders by (value, index) as ``knn_indices`` does. ``k`` columns at infinite
+    distance are appended so that ``topk`` never asks for more than the row holds, for
+    any number of particles; slots beyond a point's candidates hold its own index.
+    """
+    b, n, _ = points.shape
+    with torch.no_grad():
+        dist = (points.unsqueeze(2) - points.unsqueeze(1)).square().sum(-1).sqrt()
+        own = torch.arange(n, device=points.device)
+        excluded = ~mask.unsqueeze(1) | (own.view(n, 1) == own.view(1, n))
+        dist = torch.where(excluded, torch.full_like(dist, math.inf), dist)
+        dist = torch.cat([dist, dist.new_full((b, n, k), math.inf)], dim=-1)
+        order = dist.topk(k, dim=-1, largest=False, sorted=True).indices  # [B, N, k]
+        n_cand = torch.where(mask, mask.sum(-1, keepdim=True) - 1, 0).clamp(min=0)
+        valid = torch.arange(k, device=points.device) < n_cand.unsqueeze(-1)
+        indices = torch.where(valid, order, own.view(1, n, 1))
+    return indices, valid
+
+
 class _EdgeConv(nn.Module):
     """One EdgeConv block with its shortcut (see the module docstring).
 
@@ -126,7 +152,8 @@ class _EdgeConv(nn.Module):
 
     def forward(self, points: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``points [B, D, N]``, ``x [B, C, N]``, ``mask [B, N]`` -> ``[B, C', N]``."""
-        idx, valid = knn_indices(points.transpose(1, 2), self.k, mask)  # [B, N, k]
+        knn = _knn_for_export if exporting() else knn_indices
+        idx, valid = knn(points.transpose(1, 2), self.k, mask)  # [B, N, k]
         b, c, n = x.shape
         k = self.k
         cols = x.transpose(0, 1).reshape(c, b * n)  # one column per particle
