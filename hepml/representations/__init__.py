@@ -55,6 +55,7 @@ from hepml.representations.particle_clouds import (
     make_particle_clouds,
     to_pyg,
 )
+from hepml.representations.registry import REPRESENTATIONS, build_representation
 from hepml.representations.track_sequences import TrackSequenceConfig, TrackSequences
 
 __all__ = ["EVENT_EDGE_FEATURES", "EVENT_NODE_FEATURES", "EventGraphConfig", "EventGraphs",
@@ -65,4 +66,4 @@ __all__ = ["EVENT_EDGE_FEATURES", "EVENT_NODE_FEATURES", "EventGraphConfig", "Ev
            "FEATURES", "KNN", "ParticleCloudConfig", "ParticleClouds", "knn_graph_edges",
            "knn_indices", "make_particle_clouds", "to_pyg"]
 __all__ += ["TrackSequenceConfig", "TrackSequences", "FeatureConfig", "Features",
-            "LumisectionMapConfig", "LumisectionMaps"]
+            "LumisectionMapConfig", "LumisectionMaps", "REPRESENTATIONS", "build_representation"]

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hepml import evaluation
+from hepml import evaluation, representations
 from hepml.config import DataConfig, WorkflowConfig, from_mapping, to_dict
 from hepml.errors import (
     BadValueError,
@@ -56,13 +56,12 @@ from hepml.errors import (
     ConfigError,
     EmptyInputError,
     HepmlError,
-    UnknownKeyError,
 )
 from hepml.evaluation import dqm_plots
 from hepml.evaluation.metrics import binomial_rate
 from hepml.io import ChunkSpec, Source, expand_files, open_tree, read_metadata, write_friend_trees
 from hepml.models import build_model
-from hepml.representations.lumisections import LumisectionMapConfig, LumisectionMaps
+from hepml.representations.lumisections import LumisectionMaps
 from hepml.tasks.rundir import open_run_dir
 from hepml.tasks.tagging import SPLIT_NAMES, assign_split
 from hepml.training import (
@@ -181,11 +180,8 @@ class DQMConfig:
 
 def build_representation(spec: dict[str, Any]) -> LumisectionMaps:
     """The lumisection maps of a workflow's ``representation`` section."""
-    spec = dict(spec)
-    kind = spec.pop("kind", "lumisection_maps")
-    if kind != "lumisection_maps":
-        raise UnknownKeyError(kind, ["lumisection_maps"], where="representation.kind")
-    return LumisectionMaps(LumisectionMapConfig.from_dict(spec))
+    return representations.build_representation(spec, default="lumisection_maps",
+                                                kinds=("lumisection_maps",))
 
 
 # ----------------------------------------------------------------------------- data

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hepml import __version__
+from hepml import __version__, representations
 from hepml.errors import (
     CheckpointError,
     ConfigError,
@@ -52,26 +52,9 @@ from hepml.errors import (
     ExportError,
     HepmlError,
     InputFileError,
-    UnknownKeyError,
 )
 from hepml.io import Source, expand_files, file_checksum, resolve_fields
 from hepml.models import build_model
-from hepml.representations import (
-    EventGraphConfig,
-    EventGraphs,
-    FeatureConfig,
-    Features,
-    HitGraphConfig,
-    HitGraphs,
-    JetImageConfig,
-    JetImages,
-    LumisectionMapConfig,
-    LumisectionMaps,
-    ParticleCloudConfig,
-    ParticleClouds,
-    TrackSequenceConfig,
-    TrackSequences,
-)
 from hepml.training import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -93,17 +76,6 @@ ELEMENT_FLOOR = 1e-6
 METADATA_KEY = "hepml.preprocessing"
 _EXTRA = "pip install -e \".[onnx]\" (or: pip install onnx onnxscript onnxruntime)"
 _ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-
-_REPRESENTATIONS: dict[str, tuple[Any, Any]] = {
-    "jet_image": (JetImageConfig, JetImages),
-    "particle_cloud": (ParticleCloudConfig, ParticleClouds),
-    "event_graph": (EventGraphConfig, EventGraphs),
-    "features": (FeatureConfig, Features),
-    "hit_graph": (HitGraphConfig, HitGraphs),
-    "track_sequence": (TrackSequenceConfig, TrackSequences),
-    "lumisection_maps": (LumisectionMapConfig, LumisectionMaps),
-}
-
 
 # ----------------------------------------------------------------------------- families
 @dataclasses.dataclass(frozen=True)
@@ -295,12 +267,7 @@ def build_representation(spec: Mapping[str, Any]) -> Any:
     Any kind hepml trains on: ``jet_image``, ``particle_cloud``, ``event_graph``,
     ``features``, ``hit_graph``, ``track_sequence``, ``lumisection_maps``.
     """
-    spec = dict(spec)
-    kind = spec.pop("kind", None)
-    if kind not in _REPRESENTATIONS:
-        raise UnknownKeyError(str(kind), _REPRESENTATIONS, where="representation.kind")
-    config_cls, transform_cls = _REPRESENTATIONS[kind]
-    return transform_cls(config_cls.from_dict(spec))
+    return representations.build_representation(spec)
 
 
 def _project_root() -> Path:

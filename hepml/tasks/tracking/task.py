@@ -30,7 +30,7 @@ import awkward as ak
 import numpy as np
 import torch
 
-from hepml import evaluation
+from hepml import evaluation, representations
 from hepml.config import DataConfig, WorkflowConfig, from_mapping, to_dict
 from hepml.errors import ConfigError, EmptyInputError, HepmlError, UnknownKeyError
 from hepml.evaluation import tracking as trk
@@ -130,12 +130,8 @@ def _kind(cfg: WorkflowConfig) -> str:
 
 def build_representation(spec: dict[str, Any]) -> Any:
     """The tracking representation named by ``spec["kind"]``."""
-    spec = dict(spec)
-    kind = spec.pop("kind", "hit_graph")
-    if kind not in _REPRESENTATIONS:
-        raise UnknownKeyError(kind, _REPRESENTATIONS, where="representation.kind")
-    config_cls, transform_cls, *_ = _REPRESENTATIONS[kind]
-    return transform_cls(config_cls.from_dict(spec))
+    return representations.build_representation(spec, default="hit_graph",
+                                                kinds=tuple(_REPRESENTATIONS))
 
 
 class TrackingData:
