@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import yaml
 
@@ -15,8 +16,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Apply a trained checkpoint to ROOT files. For each input file a friend "
         "tree 'predictions' with one entry per input entry, in the same order, is written to "
         "OUT/predictions/<stem>.predictions.root, with one score_<class> branch per class "
-        "(and 'label' when the input has the label branches). In ROOT: "
-        "tree->AddFriend(\"predictions\", \"<stem>.predictions.root\").",
+        "(and 'label' when the inputs have the label branches). In ROOT: "
+        "tree->AddFriend(\"predictions\", \"<stem>.predictions.root\"). The files are read "
+        "with uproot.dask and scored on a dask cluster (by default a LocalCluster on this "
+        "machine); a file that cannot be read or scored is skipped and listed at the end and "
+        "in OUT/skipped_files.json (exit code 0 if at least one file was scored, else 2). "
+        "OUT/predict_summary.json records what was done. See docs/scoring.md.",
     )
     p.add_argument("--checkpoint", required=True,
                    help="checkpoint of a run, e.g. runs/NAME-.../checkpoint_best.pt")
@@ -28,15 +33,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "'{part_px: PF_px, jet_pt: pt(J_px, J_py)}' (default: the training mapping)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=1024, help="jets per forward pass (default 1024)")
+    p.add_argument("--step-size", type=int,
+                   help="entries per chunk read; one dask task reads one chunk, so this sets "
+                   "the memory of a worker (default: the training one)")
+    add_dask_options(p)
     p.set_defaults(func=_run)
+
+
+def add_dask_options(p: argparse.ArgumentParser) -> None:
+    """``--scheduler`` and ``--workers``, shared by the commands that score many files."""
+    p.add_argument("--scheduler", metavar="ADDRESS|synchronous",
+                   help="where the files are scored: the address of a running "
+                   "dask.distributed scheduler (e.g. tcp://host:8786; its workers must see the "
+                   "input files, the checkpoint and --out), or 'synchronous' to run the same "
+                   "task graph in this process (debugging, small jobs). Default: a dask "
+                   "LocalCluster on this machine with --workers worker processes")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes of the local cluster (default: the number of CPUs)")
+
+
+def print_skipped(skipped: list[dict[str, str]], out: str | Path) -> None:
+    """One line per skipped file (path and error), and where the list is kept."""
+    if not skipped:
+        return
+    print(f"skipped {len(skipped)} file(s) (listed in {Path(out) / 'skipped_files.json'}):")
+    for item in skipped:
+        error = item["error"]
+        print(f"  {error}" if error.startswith(item["path"]) else f"  {item['path']}: {error}")
 
 
 def _run(args: argparse.Namespace) -> int:
     from hepml.tasks import tagging
 
     branches = yaml.safe_load(args.branches) if args.branches else None
-    paths = tagging.predict(args.checkpoint, args.files, args.out, tree=args.tree,
-                            branches=branches, device=args.device, batch_size=args.batch_size)
-    for p in paths:
-        print(f"wrote {p}")
+    report = tagging.predict_files(args.checkpoint, args.files, args.out, tree=args.tree,
+                                   branches=branches, device=args.device,
+                                   batch_size=args.batch_size, step_size=args.step_size,
+                                   scheduler=args.scheduler, workers=args.workers)
+    for r in report.results:
+        print(f"wrote {r['friend_tree']}")
+    print(f"scored {report.entries} entries of {len(report.results)} file(s) on {report.scheduler}")
+    print_skipped(report.skipped, args.out)
     return 0

@@ -5,8 +5,9 @@ Two forms:
 * ``hepml scan WORKFLOW.yaml`` trains the autoencoder of an anomaly workflow
   (``task: anomaly``) on background and scans, exactly as ``hepml run`` does.
 * ``hepml scan --checkpoint RUN/checkpoint_best.pt FILES... --out DIR`` scores further
-  files with a trained autoencoder, chunk by chunk, and writes a friend tree per file and
-  the ranked list of the most anomalous entries.
+  files with a trained autoencoder on a dask cluster (``uproot.dask``, chunk by chunk; see
+  ``docs/scoring.md``), writes a friend tree per file and the ranked list of the most
+  anomalous entries, and skips (and lists) files that cannot be scored.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from hepml.cli.predict import add_dask_options, print_skipped
 from hepml.errors import ConfigError
 
 
@@ -28,7 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "ROOT files with a trained autoencoder. Scores go to a friend tree per input file "
         "(OUT/predictions/<stem>.anomaly.root, tree 'anomaly', branch anomaly_score); the "
         "most anomalous entries, with their ids and the features that drove each score, go "
-        "to OUT/anomalies.csv and OUT/anomalies.root.",
+        "to OUT/anomalies.csv and OUT/anomalies.root. With --checkpoint the files are read "
+        "with uproot.dask and scored on a dask cluster (by default a LocalCluster on this "
+        "machine); a file that cannot be read or scored is skipped and listed at the end and "
+        "in OUT/skipped_files.json (exit code 0 if at least one file was scored, else 2). "
+        "See docs/scoring.md.",
     )
     p.add_argument("inputs", nargs="+", metavar="WORKFLOW_OR_FILES",
                    help="a workflow YAML file, or (with --checkpoint) ROOT files or globs")
@@ -43,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256,
                    help="entries per forward pass; sets the peak memory with the chunk size "
                    "(default: %(default)s)")
+    add_dask_options(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a workflow value (workflow form), e.g. --set training.epochs=2")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (workflow form)")
@@ -71,13 +78,16 @@ def _run(args: argparse.Namespace) -> int:
     branches = yaml.safe_load(args.branches) if args.branches else None
     summary = anomaly.scan(args.checkpoint, args.inputs, args.out, tree=args.tree,
                            branches=branches, device=args.device, batch_size=args.batch_size,
-                           top=args.top, step_size=args.step_size)
-    print(f"scored {summary['n_entries']} entries of {len(summary['files'])} file(s)")
+                           top=args.top, step_size=args.step_size, scheduler=args.scheduler,
+                           workers=args.workers)
     for path in summary["friend_trees"]:
         print(f"wrote {path}")
+    print(f"scored {summary['n_entries']} entries of {len(summary['files'])} file(s) "
+          f"on {summary['scheduler']}")
     print(f"ranked list: {Path(args.out) / 'anomalies.csv'}")
     for row in summary["top"][:5]:
         ids = ", ".join(f"{k} {row[k]}" for k in row if k in ("Run", "Event", "run", "event"))
         print(f"  #{row['rank']}: score {row['score']:.4g}  {ids or 'entry ' + str(row['entry'])}"
               + (f"  ({row['drivers']})" if row.get("drivers") else ""))
+    print_skipped(summary["skipped"], args.out)
     return 0

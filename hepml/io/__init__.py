@@ -5,11 +5,13 @@ friend trees atomically (:mod:`hepml.io.writing`); workflow branch expressions l
 :mod:`hepml.io.expressions`; TrackML's CSV events are read by :mod:`hepml.io.trackml`.
 """
 
+from hepml.io.dask_io import FileCheck, check_file, dask_chunks
 from hepml.io.expressions import parse as parse_expression
 from hepml.io.reading import (
     Chunk,
     ChunkSpec,
     Source,
+    evaluate_fields,
     expand_files,
     file_checksum,
     iterate,
@@ -32,7 +34,11 @@ __all__ = [
     "Chunk",
     "ChunkSpec",
     "METADATA_KEY",
+    "FileCheck",
     "Source",
+    "check_file",
+    "dask_chunks",
+    "evaluate_fields",
     "expand_files",
     "file_checksum",
     "iterate",

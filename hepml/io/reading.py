@@ -49,6 +49,7 @@ __all__ = [
     "expand_files",
     "open_tree",
     "resolve_fields",
+    "evaluate_fields",
     "num_entries",
     "iterate",
     "read",
@@ -215,6 +216,37 @@ def _dtype(arr: ak.Array) -> np.dtype:
         return np.dtype(object)
 
 
+def evaluate_fields(raw: ak.Array, exprs: Mapping[str, Expression], *, path: str, tree: str,
+                    start: int, stop: int, check_finite: bool = True) -> ak.Array:
+    """Our fields from the branches read for entries ``start``-``stop`` of one file, checked.
+
+    The one place where branch arrays become fields: :meth:`Source.read` and the
+    ``uproot.dask`` reader (:mod:`hepml.io.dask_io`) both end here, so every reader applies
+    the same branch mapping, expressions and NaN/inf check.
+
+    Args:
+        raw: Record array with (at least) every branch the expressions read.
+        exprs: Field -> expression (see :func:`resolve_fields`).
+        path: The file, for messages.
+        tree: The tree, for messages.
+        start: First entry of ``raw`` in the file.
+        stop: One past its last entry; ``raw`` must hold ``stop - start`` entries.
+        check_finite: Raise :class:`BadValueError` on NaN or infinite floats.
+
+    Raises:
+        InputFileError: ``raw`` does not hold ``stop - start`` entries.
+        BadValueError: NaN or infinite values (with ``check_finite``).
+    """
+    if len(raw) != stop - start:
+        raise InputFileError(f"{path}:{tree}: entries {start}-{stop} came back with "
+                             f"{len(raw)} entries; the file is inconsistent")
+    columns = {b: raw[b] for e in exprs.values() for b in e.branches}
+    out = {f: e.evaluate(columns) for f, e in exprs.items()}
+    if check_finite:
+        _check_finite(out, path, tree, start)
+    return ak.zip(out, depth_limit=1)
+
+
 class Source:
     """A validated set of files to read ``fields`` from, split into chunks.
 
@@ -300,14 +332,8 @@ class Source:
                 f"{path}:{self.tree}: cannot read entries {start}-{stop}; the file is probably "
                 f"truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0]})"
             ) from None
-        if len(raw) != stop - start:
-            raise InputFileError(f"{path}:{self.tree}: entries {start}-{stop} came back with "
-                                 f"{len(raw)} entries; the file is inconsistent")
-        columns = {b: raw[b] for b in needed}
-        out = {f: e.evaluate(columns) for f, e in self.exprs.items()}
-        if self.check_finite:
-            _check_finite(out, path, self.tree, start)
-        return ak.zip(out, depth_limit=1)
+        return evaluate_fields(raw, self.exprs, path=path, tree=self.tree, start=start,
+                               stop=stop, check_finite=self.check_finite)
 
     def __iter__(self) -> Iterator[Chunk]:
         for spec in self.chunks:

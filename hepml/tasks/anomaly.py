@@ -47,11 +47,18 @@ from hepml.config import DataConfig, WorkflowConfig, from_mapping, to_dict
 from hepml.errors import BadValueError, ConfigError, EmptyInputError
 from hepml.evaluation import anomaly as anomaly_metrics
 from hepml.evaluation import anomaly_plots
-from hepml.io import write_friend_trees, write_tree
+from hepml.io import write_friend_tree, write_friend_trees, write_tree
 from hepml.models import build_model
 from hepml.representations import Features
+from hepml.tasks import scoring
 from hepml.tasks.rundir import open_run_dir, write_json
-from hepml.tasks.tagging import SPLIT_NAMES, TaggingData, build_representation
+from hepml.tasks.tagging import (
+    SPLIT_NAMES,
+    TaggingData,
+    build_representation,
+    cached_representation,
+    model_inputs,
+)
 from hepml.training import (
     ChunkedDataset,
     Trainer,
@@ -64,7 +71,7 @@ from hepml.training import (
 log = logging.getLogger(__name__)
 
 __all__ = ["AnomalyConfig", "AnomalyData", "ScanResult", "run", "scan", "score_data",
-           "injection_mask"]
+           "chunk_scores", "injection_mask"]
 
 SCORES = ("reconstruction_error", "kl", "elbo")
 
@@ -277,61 +284,105 @@ def score_data(model: torch.nn.Module, data: AnomalyData, *, device: torch.devic
         scanned: Which entries may enter the ranked list (default: all).
     """
     model.eval()
-    features = isinstance(data.representation, Features)
-    n_inputs = int(np.prod(getattr(data.representation, "output_shape", (1,))))
     totals = {"score": [], "reconstruction_error": [], "kl": []}
     heap: list[tuple[float, int, dict[str, Any]]] = []
     for i, spec in enumerate(data.source.chunks):
         (x,), _ = data.chunk(i)
         extras = data.extras(i)
-        chunk_scores = {"score": [], "reconstruction_error": [], "kl": [], "squared_error": [],
-                        "reconstruction": []}
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size].to(device)
-            s = model.anomaly_scores(xb)
-            chunk_scores["score"].append(_combine(s, score, n_inputs).double().cpu())
-            chunk_scores["reconstruction_error"].append(s["reconstruction_error"].double().cpu())
-            if "kl" in s:
-                chunk_scores["kl"].append(s["kl"].double().cpu())
-            if features:
-                chunk_scores["squared_error"].append(s["squared_error"].double().cpu())
-                chunk_scores["reconstruction"].append(s["reconstruction"].double().cpu())
-        cat = {k: torch.cat(v).numpy() if v else None for k, v in chunk_scores.items()}
+        eligible = None if scanned is None else \
+            scanned[spec.global_start:spec.global_start + len(spec)]
+        cat, records = chunk_scores(model, x, extras, representation=data.representation,
+                                    device=device, batch_size=batch_size, score=score, top=top,
+                                    offset=spec.global_start, eligible=eligible)
         for k in totals:
             if cat[k] is not None:
                 totals[k].append(cat[k])
-        eligible = np.ones(len(spec), bool) if scanned is None else \
-            scanned[spec.global_start:spec.global_start + len(spec)]
-        chunk_score = cat["score"] if cat["score"] is not None else np.zeros(0)
-        candidates = np.flatnonzero(eligible)
-        if len(candidates) > top:
-            candidates = candidates[np.argpartition(-chunk_score[candidates], top - 1)[:top]]
-        for j in candidates:
-            rec = {"index": int(spec.global_start + j), "score": float(chunk_score[j]),
-                   "reconstruction_error": float(cat["reconstruction_error"][j]),
-                   "extras": {k: v[j].item() for k, v in extras.items()}}
-            if cat["kl"] is not None:
-                rec["kl"] = float(cat["kl"][j])
-            if features:
-                err = cat["squared_error"][j]
-                physical = data.representation.to_physical
-                rec["values"] = physical(x[j].double().numpy()).tolist()
-                rec["reconstruction"] = physical(cat["reconstruction"][j]).tolist()
-                rec["error_share"] = (err / err.sum() if err.sum() > 0 else err).tolist()
-            item = (rec["score"], -rec["index"], rec)
-            if len(heap) < top:
-                heapq.heappush(heap, item)
-            else:
-                heapq.heappushpop(heap, item)
-        del x, extras, cat, chunk_scores  # free this chunk before the next one is read
+        for rec in records:
+            _keep_top(heap, rec, top)
+        del x, extras, cat, records  # free this chunk before the next one is read
         _trim_heap()
-    ranked = [rec for _, _, rec in sorted(heap, key=lambda t: (-t[0], -t[1]))]
     joined = {k: np.concatenate(v) if v else None for k, v in totals.items()}
     n = data.source.num_entries
     return ScanResult(score=joined["score"] if joined["score"] is not None else np.zeros(n),
                       reconstruction_error=joined["reconstruction_error"]
                       if joined["reconstruction_error"] is not None else np.zeros(n),
-                      kl=joined["kl"], top=ranked)
+                      kl=joined["kl"], top=_ranked(heap))
+
+
+@torch.no_grad()
+def chunk_scores(model: torch.nn.Module, x: torch.Tensor, extras: dict[str, np.ndarray], *,
+                 representation: Any, device: torch.device, batch_size: int, score: str,
+                 top: int, offset: int = 0, eligible: np.ndarray | None = None
+                 ) -> tuple[dict[str, np.ndarray | None], list[dict[str, Any]]]:
+    """Scores of one chunk of inputs and the records of its ``top`` highest-scored entries.
+
+    Args:
+        model: A trained autoencoder in eval mode, on ``device``.
+        x: The chunk's model inputs.
+        extras: Per-entry extra fields (ids, mass) copied into the records.
+        representation: What made ``x`` (feature vectors also record their values,
+            reconstructions and error shares).
+        device: Where the model runs.
+        batch_size: Entries per forward pass.
+        score: See :class:`AnomalyConfig`.
+        top: Records returned at most.
+        offset: Entry number of the chunk's first entry (the records' ``index``).
+        eligible: Which entries may be recorded (default: all).
+
+    Returns:
+        ``({"score", "reconstruction_error", "kl"}: float64 arrays, kl None without a VAE;
+        records)``.
+    """
+    features = isinstance(representation, Features)
+    n_inputs = int(np.prod(getattr(representation, "output_shape", (1,))))
+    parts: dict[str, list[torch.Tensor]] = {"score": [], "reconstruction_error": [], "kl": [],
+                                            "squared_error": [], "reconstruction": []}
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size].to(device)
+        s = model.anomaly_scores(xb)
+        parts["score"].append(_combine(s, score, n_inputs).double().cpu())
+        parts["reconstruction_error"].append(s["reconstruction_error"].double().cpu())
+        if "kl" in s:
+            parts["kl"].append(s["kl"].double().cpu())
+        if features:
+            parts["squared_error"].append(s["squared_error"].double().cpu())
+            parts["reconstruction"].append(s["reconstruction"].double().cpu())
+    cat = {k: torch.cat(v).numpy() if v else None for k, v in parts.items()}
+    if eligible is None:
+        eligible = np.ones(len(x), bool)
+    chunk_score = cat["score"] if cat["score"] is not None else np.zeros(0)
+    candidates = np.flatnonzero(eligible)
+    if len(candidates) > top:
+        candidates = candidates[np.argpartition(-chunk_score[candidates], top - 1)[:top]]
+    records = []
+    for j in candidates:
+        rec = {"index": int(offset + j), "score": float(chunk_score[j]),
+               "reconstruction_error": float(cat["reconstruction_error"][j]),
+               "extras": {k: v[j].item() for k, v in extras.items()}}
+        if cat["kl"] is not None:
+            rec["kl"] = float(cat["kl"][j])
+        if features:
+            err = cat["squared_error"][j]
+            physical = representation.to_physical
+            rec["values"] = physical(x[j].double().numpy()).tolist()
+            rec["reconstruction"] = physical(cat["reconstruction"][j]).tolist()
+            rec["error_share"] = (err / err.sum() if err.sum() > 0 else err).tolist()
+        records.append(rec)
+    return {k: cat[k] for k in ("score", "reconstruction_error", "kl")}, records
+
+
+def _keep_top(heap: list[tuple[float, int, dict[str, Any]]], rec: dict[str, Any], top: int) -> None:
+    """Keep the ``top`` records of highest score (of lowest ``index`` among equal scores)."""
+    item = (rec["score"], -rec["index"], rec)
+    if len(heap) < top:
+        heapq.heappush(heap, item)
+    else:
+        heapq.heappushpop(heap, item)
+
+
+def _ranked(heap: list[tuple[float, int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The records of ``heap``, highest score first."""
+    return [rec for _, _, rec in sorted(heap, key=lambda t: (-t[0], -t[1]))]
 
 
 def injection_mask(labels: np.ndarray, split: np.ndarray, *, background: int,
@@ -367,18 +418,32 @@ def injection_mask(labels: np.ndarray, split: np.ndarray, *, background: int,
 def ranked_rows(result: ScanResult, data: AnomalyData, *, labels: np.ndarray | None,
                 class_names: Sequence[str], explain: int) -> list[dict[str, Any]]:
     """One flat row per ranked entry (for the CSV, the ROOT tree and the report)."""
-    names = list(data.representation.names) if isinstance(data.representation, Features) else []
     file, entries = data.source.locate([rec["index"] for rec in result.top])
+    return _rows(result.top, [data.source.paths[f] for f in file], [int(e) for e in entries],
+                 [SPLIT_NAMES[int(data.split[rec["index"]])] for rec in result.top],
+                 names=_feature_names(data.representation),
+                 classes=None if labels is None else
+                 [class_names[int(labels[rec["index"]])] for rec in result.top],
+                 explain=explain)
+
+
+def _feature_names(representation: Any) -> list[str]:
+    return list(representation.names) if isinstance(representation, Features) else []
+
+
+def _rows(records: Sequence[dict[str, Any]], files: Sequence[str], entries: Sequence[int],
+          splits: Sequence[str], *, names: Sequence[str], classes: Sequence[str] | None,
+          explain: int) -> list[dict[str, Any]]:
+    """Flat rows of ranked records, given each record's file, entry, split and class."""
     rows = []
-    for rank, rec in enumerate(result.top, start=1):
-        path, entry = data.source.paths[file[rank - 1]], int(entries[rank - 1])
-        row: dict[str, Any] = {"rank": rank, "file": path, "entry": entry, "index": rec["index"],
-                               "score": rec["score"], **rec["extras"]}
+    for rank, rec in enumerate(records, start=1):
+        row: dict[str, Any] = {"rank": rank, "file": files[rank - 1], "entry": entries[rank - 1],
+                               "index": rec["index"], "score": rec["score"], **rec["extras"]}
         if "kl" in rec:
             row["kl"] = rec["kl"]
-        row["split"] = SPLIT_NAMES[int(data.split[rec["index"]])]
-        if labels is not None:
-            row["class"] = class_names[int(labels[rec["index"]])]
+        row["split"] = splits[rank - 1]
+        if classes is not None:
+            row["class"] = classes[rank - 1]
         if names:
             share = np.asarray(rec["error_share"])
             order = np.argsort(-share)[:explain]
@@ -429,18 +494,25 @@ def write_ranked(rows: list[dict[str, Any]], out_dir: Path, files: Sequence[str]
 def _scores_friend_trees(out_dir: Path, data: AnomalyData, result: ScanResult, *,
                          labels: np.ndarray | None, scanned: np.ndarray | None,
                          metadata: dict[str, Any]) -> list[Path]:
+    branches = _score_branches(result, data.split, labels=labels, scanned=scanned)
+    return write_friend_trees(out_dir, data.source, branches, suffix="anomaly", tree="anomaly",
+                              metadata=metadata)
+
+
+def _score_branches(result: ScanResult, split: np.ndarray, *, labels: np.ndarray | None,
+                    scanned: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The branches of an ``anomaly`` friend tree."""
     branches: dict[str, np.ndarray] = {
         "anomaly_score": result.score.astype(np.float32),
         "reconstruction_error": result.reconstruction_error.astype(np.float32),
-        "split": data.split}
+        "split": split}
     if result.kl is not None:
         branches["kl"] = result.kl.astype(np.float32)
     if labels is not None:
         branches["label"] = labels.astype(np.int32)
     if scanned is not None:
         branches["scanned"] = scanned.astype(np.int8)
-    return write_friend_trees(out_dir, data.source, branches, suffix="anomaly", tree="anomaly",
-                              metadata=metadata)
+    return branches
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -687,29 +759,121 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
 # ------------------------------------------------------------------------------ scan
 
 
-def scan(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *,
+@dataclasses.dataclass(frozen=True)
+class _ScanJob:
+    """How :func:`scan` scores one file: a :class:`hepml.tasks.scoring.ScoringJob`."""
+
+    checkpoint: str
+    tree: str
+    branches: dict[str, str] | None
+    fields: tuple[str, ...]
+    step_size: int
+    representation: dict[str, Any]
+    extra_fields: tuple[str, ...]
+    device: str
+    batch_size: int
+    score: str
+    top: int
+    out_dir: str
+    metadata: dict[str, Any]
+    optional_fields: tuple[str, ...] = ()
+
+    def _model(self) -> tuple[torch.nn.Module, torch.device]:
+        def load() -> tuple[torch.nn.Module, torch.device]:
+            model = _load_autoencoder(self.checkpoint, load_checkpoint(self.checkpoint))
+            dev = resolve_device(self.device)
+            return model.to(dev).eval(), dev
+
+        return scoring.cached(("anomaly", scoring.file_key(self.checkpoint), self.device), load)
+
+    def score_chunk(self, arrays: ak.Array, *, path: str, start: int, stop: int) -> dict[str, Any]:
+        """Scores of the entries ``start``-``stop`` of ``path`` and their ``top`` records."""
+        where = f"{path} entries {start}-{stop}"
+        representation = cached_representation(self.representation)
+        x = model_inputs(representation, arrays, where)
+        if len(x) != 1:
+            raise ConfigError("anomaly scans take a representation with one input tensor "
+                              "(features or jet_image)")
+        try:
+            extras = {f: _numbers(arrays[f], f) for f in self.extra_fields}
+        except BadValueError as exc:
+            raise exc.with_context(where) from None
+        model, dev = self._model()
+        cat, records = chunk_scores(model, x[0], extras, representation=representation,
+                                    device=dev, batch_size=self.batch_size, score=self.score,
+                                    top=self.top, offset=start)
+        return {**cat, "top": records}
+
+    def write_file(self, path: str, entries: int, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+        """The friend tree ``OUT/predictions/<stem>.anomaly.root`` of ``path`` and its top records."""
+        def joined(key: str) -> np.ndarray | None:
+            return None if chunks[0][key] is None else np.concatenate([c[key] for c in chunks])
+
+        heap: list[tuple[float, int, dict[str, Any]]] = []
+        for chunk in chunks:
+            for rec in chunk["top"]:
+                _keep_top(heap, rec, self.top)
+        result = ScanResult(score=joined("score"), reconstruction_error=joined("reconstruction_error"),
+                            kl=joined("kl"), top=_ranked(heap))
+        split = np.full(entries, SPLIT_NAMES.index("test"), np.int8)
+        target = Path(self.out_dir) / "predictions" / f"{Path(path).stem}.anomaly.root"
+        write_friend_tree(target, _score_branches(result, split, labels=None, scanned=None),
+                          tree="anomaly", n_entries=entries, source=path, source_tree=self.tree,
+                          metadata=self.metadata)
+        return {"friend_tree": str(target), "top": result.top}
+
+
+def _load_autoencoder(checkpoint: str | Path, state: dict[str, Any]) -> torch.nn.Module:
+    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as exc:
+        raise ConfigError(f"{checkpoint}: weights do not fit the model "
+                          f"({str(exc).splitlines()[0]})") from None
+    return model
+
+
+def scan(checkpoint: str | Path, files: str | Sequence[str], out_dir: str | Path, *,
          tree: str | None = None, branches: dict[str, str] | None = None,
          device: str = "auto", batch_size: int = 256, top: int | None = None,
-         step_size: int | None = None) -> dict[str, Any]:
+         step_size: int | None = None, scheduler: str | None = scoring.SYNCHRONOUS,
+         workers: int | None = None, processes: bool = True,
+         progress: bool | None = None) -> dict[str, Any]:
     """Score ``files`` with a trained autoencoder; write friend trees and the ranked list.
 
-    Chunked: memory follows ``step_size`` (default: the training one), not the input size.
+    The files are checked, read with ``uproot.dask`` in chunks of ``step_size`` entries and
+    scored on dask (see :mod:`hepml.tasks.scoring`); a file that cannot be scored is
+    skipped and listed in ``OUT/skipped_files.json``. Each file's task returns its ``top``
+    records; they are merged here into the ranked list of all scored files, the same list
+    as scoring those files one after the other (:func:`score_data`). Memory follows
+    ``step_size`` (default: the training one), not the input size.
 
     Args:
         checkpoint: ``checkpoint_best.pt`` of an anomaly run.
         files: ROOT files or globs.
         out_dir: Output directory (``predictions/<stem>.anomaly.root``, ``anomalies.csv``,
-            ``anomalies.root``).
+            ``anomalies.root``, ``scan_summary.json``, ``skipped_files.json``).
         tree: Tree name (default: the training one).
         branches: Branch mapping (default: the training one).
-        device: ``auto``, ``cpu``, ``cuda``...
+        device: ``auto``, ``cpu``, ``cuda``... (on each worker).
         batch_size: Entries per forward pass; with the chunk size it sets the peak memory
             (a conv autoencoder's activations dominate it for large batches).
         top: Ranked entries written (default: the training run's ``anomaly.top``).
         step_size: Entries per chunk read.
+        scheduler: ``synchronous`` (default: in this process), ``None`` (a new dask
+            LocalCluster) or the address of a running ``dask.distributed`` scheduler.
+        workers: Workers of the LocalCluster (default: the number of CPUs).
+        processes: LocalCluster workers are processes (else threads).
+        progress: Show progress bars (default: unless ``TQDM_DISABLE`` is set).
 
     Returns:
-        A summary: entries scored, output files, and the ten highest-ranked rows.
+        A summary: entries and files scored, skipped files with their errors, the
+        scheduler, output files, and the ten highest-ranked rows.
+
+    Raises:
+        CheckpointError: The checkpoint cannot be read.
+        ConfigError: It is not an anomaly checkpoint, or its weights do not fit the model.
+        EmptyInputError: No file could be scored.
     """
     state = load_checkpoint(checkpoint)
     config = state.get("config") or {}
@@ -718,34 +882,46 @@ def scan(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *,
     a = from_mapping(AnomalyConfig, config["anomaly"], where="checkpoint anomaly")
     representation = build_representation(dict(config["representation"]))
     data_cfg = dict(config["data"])
-    data_cfg.update(files=list(files), max_entries=None, split=[0.0, 0.0, 1.0], labels=[],
-                    class_names=[], signal_class=None)
+    data_cfg.update(files=[files] if isinstance(files, (str, Path)) else [str(f) for f in files],
+                    max_entries=None, split=[0.0, 0.0, 1.0], labels=[], class_names=[],
+                    signal_class=None)
     if tree:
         data_cfg["tree"] = tree
     if branches is not None:
         data_cfg["branches"] = branches
     if step_size:
         data_cfg["step_size"] = step_size
-    data = AnomalyData(from_mapping(DataConfig, data_cfg, where="scan"), representation, seed=0,
-                       extra_fields=[*a.ids, *([a.mass] if a.mass else [])], cache=False)
-    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
-    try:
-        model.load_state_dict(state["model_state"])
-    except RuntimeError as exc:
-        raise ConfigError(f"{checkpoint}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    result = score_data(model, data, device=dev, batch_size=batch_size, score=a.score,
-                        top=top or a.top)
-    out_dir = Path(out_dir)
+    data = from_mapping(DataConfig, data_cfg, where="scan")
+    _load_autoencoder(checkpoint, state)  # weights that do not fit fail here, not per file
+    extra = tuple(dict.fromkeys([*a.ids, *([a.mass] if a.mass else [])]))
+    top = top or a.top
     meta = {"checkpoint": str(checkpoint), "score": a.score}
-    friends = _scores_friend_trees(out_dir / "predictions", data, result, labels=None,
-                                   scanned=None, metadata=meta)
-    rows = ranked_rows(result, data, labels=None, class_names=[], explain=a.explain)
-    ranked = write_ranked(rows, out_dir, data.source.paths, meta)
-    summary = {"n_entries": int(len(result.score)), "files": [str(p) for p in data.source.paths],
-               "friend_trees": [str(p) for p in friends], "ranked": [str(p) for p in ranked],
-               "top": rows[:10]}
+    job = _ScanJob(checkpoint=str(checkpoint), tree=data.tree,
+                   branches=dict(data.branches) or None,
+                   fields=tuple(dict.fromkeys([*representation.required_fields, *extra])),
+                   step_size=data.step_size, representation=dict(config["representation"]),
+                   extra_fields=extra, device=device, batch_size=batch_size, score=a.score,
+                   top=top, out_dir=str(out_dir), metadata=meta)
+    report = scoring.score_files(job, data.files, out_dir, scheduler=scheduler, workers=workers,
+                                 processes=processes, progress=progress)
+    # merge the files' top records; ``index`` is the entry number over the scored files
+    heap: list[tuple[float, int, dict[str, Any]]] = []
+    located: dict[int, tuple[str, int]] = {}
+    offset = 0
+    for r in report.results:
+        for rec in r["top"]:
+            located[offset + rec["index"]] = (r["path"], rec["index"])
+            _keep_top(heap, {**rec, "index": offset + rec["index"]}, top)
+        offset += r["entries"]
+    records = _ranked(heap)
+    rows = _rows(records, [located[rec["index"]][0] for rec in records],
+                 [located[rec["index"]][1] for rec in records], ["test"] * len(records),
+                 names=_feature_names(representation), classes=None, explain=a.explain)
+    out_dir = Path(out_dir)
+    scored = [r["path"] for r in report.results]
+    ranked = write_ranked(rows, out_dir, scored, meta)
+    summary = {**report.to_dict(), "files": scored,
+               "friend_trees": [r["friend_tree"] for r in report.results],
+               "ranked": [str(p) for p in ranked], "top": rows[:10]}
     write_json(out_dir / "scan_summary.json", summary)
     return summary
-

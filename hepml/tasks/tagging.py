@@ -9,6 +9,7 @@ assigns every entry to train/validation/test by the workflow seed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 
-from hepml import evaluation
+from hepml import evaluation, representations
 from hepml.config import (
     ApplyConfig,
     DataConfig,
@@ -35,46 +36,27 @@ from hepml.errors import (
     EmptyInputError,
     HepmlError,
     MissingBranchError,
-    UnknownKeyError,
 )
-from hepml.io import Source, expand_files, open_tree, read, write_friend_trees
+from hepml.io import Source, expand_files, open_tree, read, write_friend_tree, write_friend_trees
 from hepml.models import build_model
-from hepml.representations import (
-    EventGraphConfig,
-    EventGraphs,
-    FeatureConfig,
-    Features,
-    JetImageConfig,
-    JetImages,
-    ParticleCloudConfig,
-    ParticleClouds,
-)
-from hepml.tasks.rundir import open_run_dir
+from hepml.tasks import scoring
+from hepml.tasks.rundir import open_run_dir, write_json
 from hepml.training import ChunkedDataset, Trainer, distributed, load_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TaggingData", "build_representation", "run", "predict", "evaluate", "compare",
-           "generator_shift", "SPLIT_NAMES"]
+__all__ = ["TaggingData", "build_representation", "run", "predict", "predict_files", "evaluate",
+           "compare", "generator_shift", "SPLIT_NAMES"]
 
 SPLIT_NAMES = ("train", "validation", "test")
 
-_REPRESENTATIONS = {
-    "jet_image": (JetImageConfig, JetImages),
-    "particle_cloud": (ParticleCloudConfig, ParticleClouds),
-    "event_graph": (EventGraphConfig, EventGraphs),
-    "features": (FeatureConfig, Features),
-}
+#: Representations a tagger or event classifier trains on (jet_image when none is named).
+KINDS = ("jet_image", "particle_cloud", "event_graph", "features")
 
 
 def build_representation(spec: dict[str, Any]) -> Any:
     """Build the representation named by ``spec["kind"]`` from its plain options."""
-    spec = dict(spec)
-    kind = spec.pop("kind", "jet_image")
-    if kind not in _REPRESENTATIONS:
-        raise UnknownKeyError(kind, _REPRESENTATIONS, where="representation.kind")
-    config_cls, transform_cls = _REPRESENTATIONS[kind]
-    return transform_cls(config_cls.from_dict(spec))
+    return representations.build_representation(spec, default="jet_image", kinds=KINDS)
 
 
 def assign_split(n: int, fractions: Sequence[float], seed: int) -> np.ndarray:
@@ -233,6 +215,13 @@ def write_predictions(out_dir: Path, source: Source, scores: np.ndarray, class_n
 
     Branches: ``score_<class>``, and ``label`` and ``split`` when given.
     """
+    return write_friend_trees(out_dir, source, _prediction_branches(scores, class_names, labels, split),
+                              suffix="predictions", tree="predictions", metadata=metadata)
+
+
+def _prediction_branches(scores: np.ndarray, class_names: Sequence[str], labels: np.ndarray | None,
+                         split: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The branches of a predictions friend tree: ``score_<class>``, ``label``, ``split``."""
     branches: dict[str, np.ndarray] = {
         f"score_{name}": scores[:, k].astype(np.float32) for k, name in enumerate(class_names)
     }
@@ -240,8 +229,7 @@ def write_predictions(out_dir: Path, source: Source, scores: np.ndarray, class_n
         branches["label"] = labels.astype(np.int32)
     if split is not None:
         branches["split"] = split
-    return write_friend_trees(out_dir, source, branches, suffix="predictions",
-                              tree="predictions", metadata=metadata)
+    return branches
 
 
 def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: Sequence[str],
@@ -461,10 +449,167 @@ def _score(state: dict[str, Any], data: TaggingData, *, device: str, batch_size:
     return scores, y
 
 
+def model_inputs(representation: Any, arrays: ak.Array, where: str) -> tuple[torch.Tensor, ...]:
+    """Model inputs of a chunk (one tensor, or several in the model's argument order)."""
+    try:
+        out = representation(arrays)
+    except HepmlError as exc:
+        raise exc.with_context(where) from None
+    empty = getattr(representation, "count_empty", None)
+    if empty is not None and (n_empty := empty(arrays)):
+        log.warning("%s: %d %s", where, n_empty, representation.empty_description)
+    return tuple(out.values()) if isinstance(out, dict) else (out,)
+
+
+def _flag_labels(arrays: ak.Array, labels: Sequence[str], where: str, start: int = 0) -> np.ndarray:
+    """Class index of each entry from the one-hot flag fields ``labels``.
+
+    ``start`` is the entry number of the first entry of ``arrays`` (for the message).
+    """
+    flags = np.stack([ak.to_numpy(arrays[f]).astype(np.int64) for f in labels], axis=1)
+    ok = flags.sum(axis=1) == 1
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        raise BadValueError(f"{where}: {bad.size} entries do not have exactly one of the label "
+                            f"flags {list(labels)} set, first at entry {start + int(bad[0])}")
+    return flags.argmax(axis=1)
+
+
+def cached_representation(spec: dict[str, Any]) -> Any:
+    """The representation of ``spec``, built once per process (on a dask worker: once per worker)."""
+    key = ("representation", yaml.safe_dump(spec, sort_keys=True))
+    return scoring.cached(key, lambda: build_representation(dict(spec)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _PredictJob:
+    """How :func:`predict_files` scores one file: a :class:`hepml.tasks.scoring.ScoringJob`."""
+
+    checkpoint: str
+    tree: str
+    branches: dict[str, str] | None
+    fields: tuple[str, ...]
+    optional_fields: tuple[str, ...]
+    step_size: int
+    representation: dict[str, Any]
+    labels: tuple[str, ...]
+    class_names: tuple[str, ...]
+    device: str
+    batch_size: int
+    out_dir: str
+    metadata: dict[str, Any]
+
+    def _model(self) -> tuple[torch.nn.Module, torch.device]:
+        def load() -> tuple[torch.nn.Module, torch.device]:
+            state = load_checkpoint(self.checkpoint)
+            model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
+            model.load_state_dict(state["model_state"])
+            dev = resolve_device(self.device)
+            return model.to(dev).eval(), dev
+
+        return scoring.cached(("tagging", scoring.file_key(self.checkpoint), self.device), load)
+
+    def score_chunk(self, arrays: ak.Array, *, path: str, start: int, stop: int
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Softmax scores (and labels, when read) of the entries ``start``-``stop`` of ``path``."""
+        where = f"{path} entries {start}-{stop}"
+        x = model_inputs(cached_representation(self.representation), arrays, where)
+        model, dev = self._model()
+        outs = []
+        with torch.no_grad():
+            for a in range(0, stop - start, self.batch_size):
+                batch = (t[a:a + self.batch_size].to(dev) for t in x)
+                outs.append(torch.softmax(model(*batch).float(), dim=1).cpu())
+        scores = torch.cat(outs).numpy()
+        read_labels = bool(self.labels) and all(f in arrays.fields for f in self.labels)
+        return scores, _flag_labels(arrays, self.labels, where, start) if read_labels else None
+
+    def write_file(self, path: str, entries: int,
+                   chunks: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
+        """The friend tree ``OUT/predictions/<stem>.predictions.root`` of ``path``."""
+        scores = np.concatenate([s for s, _ in chunks])
+        labels = None if any(y is None for _, y in chunks) else np.concatenate([y for _, y in chunks])
+        target = Path(self.out_dir) / "predictions" / f"{Path(path).stem}.predictions.root"
+        write_friend_tree(target, _prediction_branches(scores, self.class_names, labels, None),
+                          tree="predictions", n_entries=entries, source=path,
+                          source_tree=self.tree, metadata=self.metadata)
+        return {"friend_tree": str(target)}
+
+
+def predict_files(checkpoint: str | Path, files: str | Sequence[str], out_dir: str | Path, *,
+                  tree: str | None = None, branches: dict[str, str] | None = None,
+                  device: str = "auto", batch_size: int = 1024, with_labels: bool | None = None,
+                  step_size: int | None = None, scheduler: str | None = scoring.SYNCHRONOUS,
+                  workers: int | None = None, processes: bool = True,
+                  progress: bool | None = None) -> scoring.ScoringReport:
+    """Score ``files`` with a trained checkpoint on dask; one friend tree per good file.
+
+    Every file is checked, read with ``uproot.dask`` in chunks and scored on the workers
+    (see :mod:`hepml.tasks.scoring`); a file that cannot be scored is skipped and listed
+    in ``OUT/skipped_files.json``. ``OUT/predict_summary.json`` records the files scored,
+    the entries, the skipped files with their errors and the scheduler.
+
+    Args:
+        checkpoint: A ``checkpoint_best.pt`` (or last) of a tagging run.
+        files: ROOT files or globs to score.
+        out_dir: Output directory (``predictions/<stem>.predictions.root``).
+        tree: Tree name (default: the one the model was trained on).
+        branches: Branch mapping for another layout (default: the training one).
+        device: ``auto``, ``cpu``, ``cuda``... (on each worker).
+        batch_size: Jets per forward pass.
+        with_labels: Also copy the labels (default: if every good file has the label
+            branches; ``True`` makes them required).
+        step_size: Entries per chunk read (default: the training one).
+        scheduler: ``synchronous`` (in this process), ``None`` (a new LocalCluster) or the
+            address of a running ``dask.distributed`` scheduler.
+        workers: Workers of the LocalCluster (default: the number of CPUs).
+        processes: LocalCluster workers are processes (else threads).
+        progress: Show progress bars (default: unless ``TQDM_DISABLE`` is set).
+
+    Raises:
+        CheckpointError: The checkpoint cannot be read.
+        EmptyInputError: No file could be scored.
+    """
+    state = load_checkpoint(checkpoint)
+    config = state["config"]
+    representation = build_representation(dict(config["representation"]))
+    data_cfg = dict(config["data"])
+    data_cfg.update(files=[files] if isinstance(files, (str, Path)) else [str(f) for f in files],
+                    max_entries=None, split=[0.0, 0.0, 1.0])
+    if tree:
+        data_cfg["tree"] = tree
+    if branches is not None:
+        data_cfg["branches"] = branches
+    if step_size:
+        data_cfg["step_size"] = step_size
+    data = from_mapping(DataConfig, data_cfg, where="predict")
+    fields = tuple(representation.required_fields)
+    labels = tuple(f for f in data.labels if f not in fields) if with_labels is not False else ()
+    job = _PredictJob(
+        checkpoint=str(checkpoint), tree=data.tree, branches=dict(data.branches) or None,
+        fields=fields + (labels if with_labels else ()),
+        optional_fields=labels if with_labels is None else (), step_size=data.step_size,
+        representation=dict(config["representation"]), labels=labels,
+        class_names=tuple(data.class_names), device=device, batch_size=batch_size,
+        out_dir=str(out_dir), metadata={"checkpoint": str(checkpoint), "model": state["model"]})
+    report = scoring.score_files(job, data.files, out_dir, scheduler=scheduler, workers=workers,
+                                 processes=processes, progress=progress)
+    write_json(Path(out_dir) / "predict_summary.json",
+               {"checkpoint": str(checkpoint), **report.to_dict(),
+                "labels_written": bool(labels) and (bool(with_labels) or report.used_optional),
+                "files": report.results})
+    return report
+
+
 def predict(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *,
             tree: str | None = None, branches: dict[str, str] | None = None,
-            device: str = "auto", batch_size: int = 1024, with_labels: bool | None = None) -> list[Path]:
+            device: str = "auto", batch_size: int = 1024, with_labels: bool | None = None,
+            step_size: int | None = None, scheduler: str | None = scoring.SYNCHRONOUS,
+            workers: int | None = None, processes: bool = True) -> list[Path]:
     """Score ``files`` with a trained checkpoint; write one friend tree per file.
+
+    Files that cannot be scored are skipped (see :func:`predict_files`, which also
+    returns them, and ``OUT/skipped_files.json``).
 
     Args:
         checkpoint: A ``checkpoint_best.pt`` (or last) of a tagging run.
@@ -475,13 +620,20 @@ def predict(checkpoint: str | Path, files: Sequence[str], out_dir: str | Path, *
         device: ``auto``, ``cpu``, ``cuda``...
         batch_size: Jets per forward pass.
         with_labels: Also copy the labels (default: if the label branches exist).
+        step_size: Entries per chunk read (default: the training one).
+        scheduler: ``synchronous`` (default: in this process), ``None`` (a new dask
+            LocalCluster) or the address of a running ``dask.distributed`` scheduler.
+        workers: Workers of the LocalCluster (default: the number of CPUs).
+        processes: LocalCluster workers are processes (else threads).
+
+    Returns:
+        The friend trees written, in input order.
     """
-    state = load_checkpoint(checkpoint)
-    data = _scoring_data(state, files, tree=tree, branches=branches, with_labels=with_labels)
-    scores, y = _score(state, data, device=device, batch_size=batch_size)
-    return write_predictions(Path(out_dir) / "predictions", data.source, scores,
-                             data.config.class_names, labels=y, split=None,
-                             metadata={"checkpoint": str(checkpoint), "model": state["model"]})
+    report = predict_files(checkpoint, files, out_dir, tree=tree, branches=branches,
+                           device=device, batch_size=batch_size, with_labels=with_labels,
+                           step_size=step_size, scheduler=scheduler, workers=workers,
+                           processes=processes)
+    return [Path(r["friend_tree"]) for r in report.results]
 
 
 def evaluate(files: Sequence[str], out_dir: str | Path, *, signal_class: str | None = None,
