@@ -881,17 +881,9 @@ def scan(checkpoint: str | Path, files: str | Sequence[str], out_dir: str | Path
         raise ConfigError(f"{checkpoint}: not the checkpoint of an anomaly scan (task: anomaly)")
     a = from_mapping(AnomalyConfig, config["anomaly"], where="checkpoint anomaly")
     representation = build_representation(dict(config["representation"]))
-    data_cfg = dict(config["data"])
-    data_cfg.update(files=[files] if isinstance(files, (str, Path)) else [str(f) for f in files],
-                    max_entries=None, split=[0.0, 0.0, 1.0], labels=[], class_names=[],
-                    signal_class=None)
-    if tree:
-        data_cfg["tree"] = tree
-    if branches is not None:
-        data_cfg["branches"] = branches
-    if step_size:
-        data_cfg["step_size"] = step_size
-    data = from_mapping(DataConfig, data_cfg, where="scan")
+    data = scoring.data_config(config["data"], files, tree=tree, branches=branches,
+                               step_size=step_size, where="scan", labels=[], class_names=[],
+                               signal_class=None)
     _load_autoencoder(checkpoint, state)  # weights that do not fit fail here, not per file
     extra = tuple(dict.fromkeys([*a.ids, *([a.mass] if a.mass else [])]))
     top = top or a.top

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import awkward as ak
 
+from hepml.config import DataConfig, from_mapping
 from hepml.errors import ConfigError, EmptyInputError, HepmlError, InputFileError
 from hepml.io import (
     FileCheck,
@@ -146,6 +147,35 @@ def cached(key: Any, make: Callable[[], Any]) -> Any:
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
         return value
+
+
+def data_config(recorded: dict[str, Any], files: str | Path | Sequence[str | Path], *,
+                tree: str | None = None, branches: dict[str, str] | None = None,
+                step_size: int | None = None, where: str = "predict",
+                **changes: Any) -> DataConfig:
+    """The data section a checkpoint was trained with, pointed at other files.
+
+    Every entry of ``files`` is scored (no ``max_entries``, all in the test split).
+
+    Args:
+        recorded: The checkpoint's ``config["data"]``.
+        files: Files or globs to score.
+        tree: Tree name (default: the recorded one).
+        branches: Branch mapping (default: the recorded one).
+        step_size: Entries per chunk (default: the recorded one).
+        where: Name of the command, for messages.
+        **changes: Further keys to set (e.g. ``labels=[]``).
+    """
+    cfg = dict(recorded)
+    cfg.update(files=[files] if isinstance(files, (str, Path)) else [str(f) for f in files],
+               max_entries=None, split=[0.0, 0.0, 1.0], **changes)
+    if tree:
+        cfg["tree"] = tree
+    if branches is not None:
+        cfg["branches"] = branches
+    if step_size:
+        cfg["step_size"] = step_size
+    return from_mapping(DataConfig, cfg, where=where)
 
 
 def file_key(path: str | Path) -> tuple[str, int, int]:

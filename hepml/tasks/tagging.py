@@ -573,16 +573,8 @@ def predict_files(checkpoint: str | Path, files: str | Sequence[str], out_dir: s
     state = load_checkpoint(checkpoint)
     config = state["config"]
     representation = build_representation(dict(config["representation"]))
-    data_cfg = dict(config["data"])
-    data_cfg.update(files=[files] if isinstance(files, (str, Path)) else [str(f) for f in files],
-                    max_entries=None, split=[0.0, 0.0, 1.0])
-    if tree:
-        data_cfg["tree"] = tree
-    if branches is not None:
-        data_cfg["branches"] = branches
-    if step_size:
-        data_cfg["step_size"] = step_size
-    data = from_mapping(DataConfig, data_cfg, where="predict")
+    data = scoring.data_config(config["data"], files, tree=tree, branches=branches,
+                               step_size=step_size, where="predict")
     fields = tuple(representation.required_fields)
     labels = tuple(f for f in data.labels if f not in fields) if with_labels is not False else ()
     job = _PredictJob(
