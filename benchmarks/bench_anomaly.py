@@ -1,10 +1,12 @@
-"""Anomaly scan: entries/s of reading, image building and autoencoder scoring; peak memory
-of a scan when its input grows tenfold.
+"""Anomaly scan: entries/s of reading, image building and scoring; peak memory at 10x input.
+
+Entries/s of reading, image building and autoencoder scoring; peak memory of a scan when
+its input grows tenfold.
 
 Usage::
 
     python benchmarks/bench_anomaly.py --run RUN_DIR [--file data_samples/top_qcd_jets.root] \
-        [--threads 2] [--repeat 2] [--copies 10]
+        [--threads 2] [--repeat 2] [--copies 10] [--json out.json]
 
 ``RUN_DIR`` is a finished anomaly run (e.g. of ``workflows/anomaly_scan.yaml``); its
 checkpoint scores the file.
@@ -18,7 +20,7 @@ checkpoint scores the file.
     links to it (ten times the entries). Chunked scoring keeps the two close: the peak is
     one chunk of inputs plus the activations of one batch, whatever the number of files.
 
-Best of ``--repeat`` runs for (a)-(c).
+Best of ``--repeat`` runs for (a)-(c). ``--json`` writes the rows of ``run_all.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _results import row, write_rows
 from _timing import best
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +88,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--copies", type=int, default=10)
+    p.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     ckpt = args.run / "checkpoint_best.pt"
@@ -133,6 +137,17 @@ def main() -> None:
           f"{one['entries']} entries, {p10:.0f} MB for {many['entries']} entries "
           f"(ratio {p10 / p1:.2f}); after imports and the model: {one['base_kb'] / 1024:.0f} MB")
     print(f"    scan of the {args.copies}x input: {many['entries'] / many['seconds']:.0f} entries/s")
+    size, base = f"{n:,} entries", "read the same branches (hepml.io.Source)"
+    kind = f"{config['representation']['kind']} -> {state['model']['kind']}"
+    write_rows(args.json, [
+        row("anomaly", f"read + model inputs ({kind})", size, "entries/s", n / t_build, base,
+            n / t_read),
+        row("anomaly", "whole scan (hepml scan --checkpoint)", size, "entries/s", n / t_scan,
+            base, n / t_read, note=f"{args.threads} thread(s)"),
+        row("anomaly", f"peak RSS of a scan (VmHWM), {args.copies} links to the file",
+            f"{many['entries']:,} entries", "MB", p10, f"the file once ({one['entries']:,})",
+            p1, note=f"{one['base_kb'] / 1024:.0f} MB after imports and the model"),
+    ])
 
 
 if __name__ == "__main__":

@@ -19,20 +19,21 @@ CaloGAN calorimeter:
 
 The speed-up is (b) / (a) at the same batch size, with the same number of CPU threads.
 Incident energy: ``--energy`` GeV (default 50) and, separately, uniform in 1-100 GeV for the
-reference. Best of ``--repeat`` timings, each at least ``--min-seconds`` long.
+reference. Best of ``--repeat`` timings, each at least ``--min-seconds`` long. ``--json``
+writes the rows of ``run_all.py`` (generator against reference per batch size and device).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
+from _results import row as result_row
+from _results import write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -92,7 +93,7 @@ def main() -> None:
     ap.add_argument("--energy", type=float, default=50.0, help="incident energy, GeV")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--min-seconds", type=float, default=1.0)
-    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = generator(args.checkpoint)
@@ -132,11 +133,19 @@ def main() -> None:
     goal = big["speedup_cpu"] >= 100
     print(f"\ngoal (generator >= 100x the reference on CPU at batch 1024): "
           f"{'met' if goal else 'NOT met'} ({big['speedup_cpu']:.0f}x)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"rows": rows, "threads": args.threads, "energy": args.energy,
-             "checkpoint": args.checkpoint, "generator_parameters": n_params,
-             "numpy": np.__version__, "torch": torch.__version__}, indent=2))
+    out = []
+    weights = "trained" if args.checkpoint else "untrained (same cost)"
+    for r in rows:
+        for dev in ("cpu", "cuda"):
+            if f"generator_{dev}_per_s" not in r:
+                continue
+            out.append(result_row("calogan", f"CaloGAN generator, batch {r['batch']} ({dev})",
+                           f"e+ at {args.energy:g} GeV, batches of {r['batch']}", "showers/s",
+                           r[f"generator_{dev}_per_s"], "GFlash reference simulation (numpy)",
+                           r["reference_per_s"],
+                           note=f"{n_params:,} parameters, weights {weights}; "
+                           f"{args.threads} thread(s)"))
+    write_rows(args.json, out)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_dqm.py --file data_samples/dqm_run.root --threads 2 --repeat 3 \
-        [--checkpoint RUN/checkpoint_best.pt] [--run RUN_DIR]
+        [--checkpoint RUN/checkpoint_best.pt] [--run RUN_DIR] [--json out.json]
 
 (a) Reading the branches the maps need (histograms, crossings, run, lumi) of every LS with
     ``hepml.io.Source`` from a freshly opened file -- the baseline of (b) and (c),
@@ -14,7 +14,8 @@ Usage::
     is the same), batches of ``--batch-size`` LS, no gradients.
 
 With ``--run RUN_DIR`` the detection table of a finished dqm run (its ``metrics.json``)
-is printed as well. Best of ``--repeat`` runs.
+is printed as well. Best of ``--repeat`` runs. ``--json`` writes the rows of
+``run_all.py`` ((b) and (c) against (a)).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from _results import row, write_rows
 from _timing import best_with_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +85,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -129,6 +132,14 @@ def main() -> None:
     for name, t in (("(a) read (baseline)", t_read), ("(b) build maps", t_build),
                     ("(c) score (anomaly_scores)", t_score)):
         print(f"{name:<32} {n / t:>10.0f} {t / t_read:>12.2f}")
+    size, base = f"{n:,} lumisections", "read the same branches (hepml.io.Source)"
+    weights = "trained" if state is not None else "untrained (same cost)"
+    write_rows(args.json, [
+        row("dqm", "build lumisection maps", size, "LS/s", n / t_build, base, n / t_read),
+        row("dqm", f"score maps ({spec['kind']}, batch {args.batch_size}, {args.device})",
+            size, "LS/s", n / t_score, base, n / t_read,
+            note=f"weights {weights}; {args.threads} thread(s)"),
+    ])
     if args.run:
         detection_table(Path(args.run))
 

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_event_graphs.py --file data_samples/events_ttbar_wjets_higgs.root \
-        --repeat 3 --threads 2
+        --repeat 3 --threads 2 [--json out.json]
 
 (a) Reading the branches that ``workflows/event_classification.yaml``'s representation needs
     with ``hepml.io.Source`` (all chunks, file validation included) -- the baseline;
@@ -12,7 +12,8 @@ Usage::
 (c) training (forward, cross entropy, backward, AdamW step; batch 128) and inference
     (``no_grad``, batch 1024) of ``EventGNN`` with each message-passing layer, in events/s.
 
-Best of ``--repeat`` runs; ratios are against (a) measured in the same run.
+Best of ``--repeat`` runs; ratios are against (a) measured in the same run. ``--json``
+writes the rows of ``run_all.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from _results import row, write_rows
 from _timing import best
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--steps", type=int, default=20, help="timed training steps per layer")
     p.add_argument("--layers", nargs="+", default=["gcn", "gat", "edgeconv", "interaction"])
+    p.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, load average "
@@ -64,13 +67,19 @@ def main() -> int:
     print(f"\n{n} events from {args.file}")
     print(f"{'step':<28}{'events/s':>12}{'time / read':>14}")
     print(f"{'read (baseline)':<28}{n / t_read:>12.0f}{1.0:>14.2f}")
+    size, base = f"{n:,} events", "read the same branches (hepml.io.Source)"
+    rows = []
     built = {}
     for name, g in graphs.items():
         t = best(lambda g=g: [g(c) for c in chunks], args.repeat)
         built[name] = [g(c) for c in chunks]
         print(f"{'build, ' + name + ' edges':<28}{n / t:>12.0f}{t / t_read:>14.2f}")
+        rows.append(row("event_graphs", f"build event graphs, {name} edges", size, "events/s",
+                        n / t, base, n / t_read))
     t = best(lambda: [graphs["full"].to_pyg(c) for c in chunks], args.repeat)
     print(f"{'build + to_pyg, full':<28}{n / t:>12.0f}{t / t_read:>14.2f}")
+    rows.append(row("event_graphs", "event graphs to PyG Batch (to_pyg), full", size,
+                    "events/s", n / t, base, n / t_read))
 
     out = built["full"][0]
     x, nb, ea, mask = out["x"], out["neighbors"], out["edge_attr"], out["mask"]
@@ -107,7 +116,13 @@ def main() -> int:
         t_inf = best(infer, args.repeat)
         params = sum(p.numel() for p in model.parameters())
         print(f"{layer:<14}{params:>12,}{args.steps * bs / t_train:>14.0f}{len(x) / t_inf:>14.0f}")
+        rows.append(row("event_graphs", f"EventGNN {layer}: training step (batch {bs})",
+                        f"{args.steps * bs:,} events", "events/s", args.steps * bs / t_train,
+                        note=f"{params:,} parameters, {args.threads} thread(s)"))
+        rows.append(row("event_graphs", f"EventGNN {layer}: inference (batch 1024)",
+                        f"{len(x):,} events", "events/s", len(x) / t_inf))
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    write_rows(args.json, rows)
     return 0
 
 

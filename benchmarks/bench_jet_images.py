@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_jet_images.py --file data_samples/top_qcd_jets.root --tree tree \
         --repeat 3
-    python benchmarks/bench_jet_images.py --synthetic 50000 --repeat 3
+    python benchmarks/bench_jet_images.py --synthetic 50000 --repeat 3 [--json out.json]
 
 For each configuration (the default one; full preprocessing: centroid centring, rotation,
 flip, sum normalisation; the same with centring on the leading FastJet subjet; full
@@ -18,7 +18,8 @@ preprocessing with four channels) the script times
 It prints the best of ``--repeat`` runs as jets per second and the ratio build / read
 (goal: below 1, building costs less than reading). ``--synthetic N`` writes a temporary
 ROOT file of N random JetClass-like jets (about 50 constituents each) with
-``hepml.io.writing.write_tree`` and benchmarks on it.
+``hepml.io.writing.write_tree`` and benchmarks on it. ``--json`` writes the rows of
+``run_all.py`` (build jets/s against read jets/s, per configuration and way of reading).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import uproot
+from _results import row, write_rows
 from _timing import best_with_result
 
 try:
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=20_000, help="entries per chunk for iterate")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="benchmark on a temporary file of N random jets instead of --file")
+    parser.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = parser.parse_args(argv)
 
     tmp = None
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{path}: {n} jets, {n_part / max(n, 1):.1f} constituents per jet; best of {args.repeat}")
     print(f"{'config':10s} {'read s':>8s} {'build s':>8s} {'read jets/s':>12s} "
           f"{'build jets/s':>13s} {'build/read':>10s}   (whole file | iterate step {args.step})")
+    rows = []
+    size = f"{n:,} jets" + (" (synthetic)" if args.synthetic else "")
     for name, cfg in configs.items():
         fields = list(cfg.required_fields)
 
@@ -132,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         for label, tr, tb in (("", t_read, t_build), ("iterate", t_iter, t_bchunks)):
             print(f"{name if not label else '  ' + label:10s} {tr:8.3f} {tb:8.3f} {n / tr:12.0f} "
                   f"{n / tb:13.0f} {tb / tr:10.2f}")
+            how = "whole file" if not label else f"chunks of {args.step:,}"
+            rows.append(row("jet_images", f"build images, {name} ({how})", size, "jets/s",
+                            n / tb, f"uproot read of the same branches ({how})", n / tr))
         if tuple(images.shape) != (n, *cfg.shape):
             raise SystemExit(f"unexpected image shape {tuple(images.shape)} for {name}")
+    write_rows(args.json, rows)
     if tmp is not None:
         tmp.cleanup()
     return 0

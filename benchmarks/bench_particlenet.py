@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_particlenet.py
     python benchmarks/bench_particlenet.py --presets particlenet-lite particlenet --steps 2
     python benchmarks/bench_particlenet.py --device cuda --batch-size 256
+    python benchmarks/bench_particlenet.py --threads 1 --json out.json
 
 Inputs are the particle clouds that ``hepml.representations.ParticleClouds`` builds, with the
 representation of ``workflows/top_tagging_gnn.yaml``, from ``data_samples/top_qcd_jets.root``
@@ -45,7 +46,8 @@ representation of ``workflows/top_tagging_gnn.yaml``, from ``data_samples/top_qc
    median of each is printed as jets/s and as a time relative to reading.
 
 The load average (``os.getloadavg``) is printed at the start and at the end: the ratios
-are meaningful on a shared machine, the absolute numbers less so.
+are meaningful on a shared machine, the absolute numbers less so. ``--json`` writes the
+rows of ``run_all.py`` (hepml against weaver-core; each graph stage against reading).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import row, write_rows
 
 try:
     from hepml.config import load_workflow
@@ -245,7 +248,7 @@ def _compare_outputs(models: dict[str, torch.nn.Module], inputs: tuple[torch.Ten
 
 
 def _bench_graphs(args: argparse.Namespace, transform: ParticleClouds, tree: str,
-                  step_size: int) -> None:
+                  step_size: int) -> list[dict]:
     fields = list(transform.required_fields)
     state: dict[str, list] = {}
 
@@ -282,9 +285,15 @@ def _bench_graphs(args: argparse.Namespace, transform: ParticleClouds, tree: str
           f"(max_particles {transform.config.max_particles}), median of {args.repeat}")
     print(f"{'stage':<32}{'time [s]':>10}{'jets/s':>12}{'time / read':>13}")
     t_read = statistics.median(times["(a) read (Source, all chunks)"])
+    rows = []
     for name, t in times.items():
         med = statistics.median(t)
         print(f"{name:<32}{med:>10.3f}{n / med:>12,.0f}{med / t_read:>13.2f}")
+        if not name.startswith("(a)"):
+            rows.append(row("particlenet", f"particle clouds: {name[4:]}", f"{n:,} jets",
+                            "jets/s", n / med, "read the same branches (hepml.io.Source)",
+                            n / t_read))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (default: the number of cores)")
     parser.add_argument("--skip-models", action="store_true", help="only the graph timing")
     parser.add_argument("--skip-graphs", action="store_true", help="only the model timing")
+    parser.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = parser.parse_args(argv)
 
     overrides = ({"representation.max_particles": args.max_particles}
@@ -329,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"reference: weaver-core {weaver_version}")
 
+    out_rows: list[dict] = []
     if not args.skip_models:
         clouds = _read_clouds(args, transform, list(workflow.data.labels), workflow.data.tree,
                               workflow.data.step_size)
@@ -351,8 +362,20 @@ def main(argv: list[str] | None = None) -> int:
                     h, w = by_impl["hepml"], by_impl["weaver"]
                     print(f"{preset:<18}{'hepml / weaver':<16}{'':>9}{h[3] / w[3]:>14.2f}"
                           f"{h[4] / w[4]:>18.2f}")
+                h, w = by_impl["hepml"], by_impl.get("weaver")
+                ref = f"weaver-core {weaver_version}" if w else None
+                note = f"{h[2]:,} parameters, {args.threads} thread(s)"
+                out_rows.append(row(
+                    "particlenet", f"{preset} training step (batch {args.batch_size}, {device})",
+                    f"{args.steps * args.batch_size:,} jets x {args.repeat}", "jets/s", h[3],
+                    ref, w[3] if w else None, note=note))
+                out_rows.append(row(
+                    "particlenet", f"{preset} inference (batch {args.inference_batch_size}, "
+                    f"{device})", f"{min(args.inference_batch_size, len(clouds['label'])):,} "
+                    f"jets x {args.repeat}", "jets/s", h[4], ref, w[4] if w else None))
     if not args.skip_graphs:
-        _bench_graphs(args, transform, workflow.data.tree, workflow.data.step_size)
+        out_rows += _bench_graphs(args, transform, workflow.data.tree, workflow.data.step_size)
+    write_rows(args.json, out_rows)
     print(f"\n{_load()} (end)")
     return 0
 

@@ -2,13 +2,14 @@
 
 Usage::
 
-    python benchmarks/bench_roc.py --n 10000000 --device auto --repeat 3
+    python benchmarks/bench_roc.py --n 10000000 --device auto --repeat 3 [--json out.json]
 
 Two score sets are timed: heavily tied (rounded to 2 decimals) and continuous (float32).
 For each, hepml's ``roc_curve`` + ``auc`` and scikit-learn's ``roc_curve`` +
 ``roc_auc_score`` (what one would call to get both) run ``--repeat`` times; the best time
 is reported with the speed-up. ``evaluate_binary`` (all metrics, bootstrap included) is
-timed once for information. The AUCs of both libraries are checked to agree.
+timed once for information. The AUCs of both libraries are checked to agree. ``--json``
+writes the rows of ``run_all.py`` (scores/s of hepml and of scikit-learn).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import row, write_rows
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-bootstrap", type=int, default=100,
                         help="bootstrap replicas for the evaluate_binary timing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = parser.parse_args(argv)
     device = _device(args.device)
     rng = np.random.default_rng(args.seed)
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print("-" * len(header))
     y_t = torch.from_numpy(labels).to(device)
+    rows = []
     for name, scores in sets.items():
         s_t = torch.from_numpy(scores).to(device)
 
@@ -95,6 +99,11 @@ def main(argv: list[str] | None = None) -> None:
                           1, device)
         print(f"{name:<20}{len(thr) - 1:>11,}{t_sk:>13.3f}{t_ours:>11.3f}"
               f"{t_sk / t_ours:>9.1f}x{abs(auc_ours - auc_sk):>10.1e}{t_eval:>21.2f}")
+        rows.append(row("roc", f"ROC + AUC, {name} ({device})", f"{args.n:,} scores", "scores/s",
+                        args.n / t_ours, "scikit-learn roc_curve + roc_auc_score",
+                        args.n / t_sk, note=f"|dAUC| {abs(auc_ours - auc_sk):.1e}; "
+                        f"evaluate_binary ({args.n_bootstrap} bootstrap) {t_eval:.2f} s"))
+    write_rows(args.json, rows)
 
 
 if __name__ == "__main__":

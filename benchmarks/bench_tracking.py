@@ -18,13 +18,14 @@ Usage::
 (e) with ``--generate N``: ``hepml generate hits`` for N ttbar events at the file's
     pile-up, against Pythia's event generation alone for the same events.
 
-Best of ``--repeat`` runs.
+Best of ``--repeat`` runs. ``--json`` writes the rows of ``run_all.py`` (each step with
+its baseline: (b) against (a) and against the all-pairs search, (c) against (d), (e)
+against Pythia alone).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from _results import row, write_rows
 from _timing import best
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,13 +91,13 @@ def main() -> int:
     p.add_argument("--lstm-run", help="run directory of workflows/tracking_lstm.yaml")
     p.add_argument("--generate", type=int, default=0, metavar="N",
                    help="also time the simulation of N events")
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--json", help="write the results here (rows of run_all.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, load average "
           f"{os.getloadavg()[0]:.2f}")
     fields = ["hit_x", "hit_y", "hit_z", "hit_layer", "hit_particle_id", *task.PARTICLE_TRUTH]
-    results: dict[str, float] = {}
+    rows: list[dict] = []
 
     def read():
         src = Source([args.file], args.tree, fields, step_size=10**6, max_entries=args.max_events)
@@ -106,7 +108,7 @@ def main() -> int:
     n_ev = len(events)
     hits = HitArrays.from_awkward(events)
     print(f"{args.file}: {n_ev} events, {len(hits) / n_ev:.0f} hits/event")
-    results["read_events_per_s"] = n_ev / t_read
+    size, base = f"{n_ev:,} events ({len(hits) / n_ev:,.0f} hits/event)", "read (hepml.io.Source)"
     print(f"(a) read (baseline):          {n_ev / t_read:9.1f} events/s")
 
     gnn_wf, lstm_wf = ROOT / "workflows" / "tracking_gnn.yaml", ROOT / "workflows" / "tracking_lstm.yaml"
@@ -122,8 +124,11 @@ def main() -> int:
     n_win = len(layer_pair_edges(hits_sub, c.pairs, phi_slope_max=c.phi_slope_max, z0_max=c.z0_max)[0])
     n_dense = all_pairs(hits_sub, c.pairs, c.phi_slope_max, c.z0_max)
     assert n_win == n_dense, (n_win, n_dense)
-    results.update(graph_events_per_s=n_ev / t_graph, edges_per_event=n_edges / n_ev,
-                   pair_search_speedup_vs_all_pairs=t_dense / t_windows)
+    rows.append(row("tracking", "hit graphs", size, "events/s", n_ev / t_graph, base,
+                    n_ev / t_read, note=f"{n_edges / n_ev:,.0f} candidate edges per event"))
+    rows.append(row("tracking", "candidate pair search, windowed", f"{sub} events", "events/s",
+                    sub / t_windows, "all pairs per layer pair (numpy)", sub / t_dense,
+                    note=f"same {n_win:,} edges"))
     print(f"(b) hit graphs:               {n_ev / t_graph:9.1f} events/s "
           f"({n_edges / n_ev:.0f} edges/event; {t_graph / t_read:.2f}x the read time)")
     print(f"    pair search, windowed vs all pairs ({sub} events, same {n_win} edges): "
@@ -133,14 +138,16 @@ def main() -> int:
     dev = torch.device("cpu")
     gnn, how = model_of(gnn_wf, args.gnn_run, rep_g)
     t_gnn = best(lambda: task.find_tracks(gnn, rep_g, "hit_graph", events, tcfg, dev), args.repeat)
-    results["gnn_events_per_s"] = n_ev / t_gnn
     print(f"(c) GNN tracker, {how}: {n_ev / t_gnn:9.2f} events/s")
+    gnn_how = how
 
     rep_l = task.build_representation(yaml.safe_load(lstm_wf.read_text())["representation"])
     lstm, how = model_of(lstm_wf, args.lstm_run, rep_l)
     t_lstm = best(lambda: task.find_tracks(lstm, rep_l, "track_sequence", events, tcfg, dev),
                   args.repeat)
-    results["lstm_events_per_s"] = n_ev / t_lstm
+    rows.append(row("tracking", "GNN tracker (graphs, network, walkthrough)", size,
+                    "events/s", n_ev / t_gnn, "LSTM tracker (seeds, following)", n_ev / t_lstm,
+                    note=f"GNN {gnn_how}, LSTM {how}; {args.threads} thread(s)"))
     print(f"(d) LSTM tracker, {how}: {n_ev / t_lstm:9.2f} events/s "
           f"(GNN/LSTM time ratio {t_gnn / t_lstm:.2f})")
 
@@ -162,13 +169,14 @@ def main() -> int:
 
         t_py = best(pythia_only, 1)
         t_sim = best(lambda: generate_hit_arrays(cfg, args.generate), 1)
-        results.update(generate_events_per_s=args.generate / t_sim,
-                       pythia_only_events_per_s=args.generate / t_py)
+        rows.append(row("tracking", f"generate hits (ttbar, mu = {mu:g})",
+                        f"{args.generate} events", "events/s", args.generate / t_sim,
+                        "Pythia event generation alone", args.generate / t_py,
+                        note="single runs"))
         print(f"(e) generate hits (mu = {mu:g}): {args.generate / t_sim:9.2f} events/s; "
               f"Pythia alone {args.generate / t_py:.2f} events/s "
               f"(time ratio {t_sim / t_py:.2f}; single runs, so differences of ~10% are noise)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    write_rows(args.json, rows)
     return 0
 
 

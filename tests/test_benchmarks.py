@@ -1,0 +1,78 @@
+"""The benchmark suite's measuring helper and its one-table output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import _memory  # noqa: E402
+from _results import FIELDS  # noqa: E402
+
+ALLOCATE = 200 * 2**20  # bytes held by the measured command
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_run_measured_sees_a_known_allocation() -> None:
+    """A command holding a 200 MB array peaks 150-400 MB above one that does not."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = _memory.run_measured(_python("import numpy, time; time.sleep(0.5)"), env)
+    code = (f"import numpy as np, time, sys; a = np.ones({ALLOCATE} // 8); time.sleep(0.5); "
+            "print(a.nbytes); sys.stderr.write('done')")
+    rc, out, err, wall, peak = _memory.run_measured(_python(code), env)
+    assert base[0] == 0 and rc == 0
+    assert int(out) == ALLOCATE and err == "done"
+    assert 0.5 <= wall < 30
+    # np.ones writes every page, so all 200 MB are resident at once
+    assert 150 <= peak - base[4] <= 400, (peak, base[4])
+
+
+def test_run_measured_adds_up_children_and_reports_failures() -> None:
+    """Children's memory is summed; exit codes and timeouts come back."""
+    child = f"import numpy as np, time; a = np.ones({ALLOCATE} // 8); time.sleep(1.0)"
+    two = (f"import subprocess, sys; ps = [subprocess.Popen([sys.executable, '-c', {child!r}]) "
+           "for _ in range(2)]; [p.wait() for p in ps]; sys.exit(3)")
+    rc, _, _, _, peak = _memory.run_measured(_python(two), dict(os.environ))
+    assert rc == 3
+    assert peak >= 2 * 150, peak  # both children's arrays, summed over the process tree
+    rc, _, err, wall, _ = _memory.run_measured(_python("import time; time.sleep(20)"),
+                                               dict(os.environ), timeout=1)
+    assert rc != 0 and "timeout" in err and wall < 10
+
+
+def test_run_all_writes_one_table(tmp_path: Path) -> None:
+    """``run_all.py --only dqm`` writes a valid results.json and results.md."""
+    out = tmp_path / "results"
+    res = subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--only", "dqm",
+                          "--size", "small", "--out", str(out)], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["size"] == "small"
+    assert "--only dqm" in result["command"]
+    for key in ("cpu_count", "torch", "numpy", "device", "threads", "date", "git_commit"):
+        assert key in result["machine"]
+    [bench] = result["benchmarks"]
+    assert bench["name"] == "dqm" and bench["returncode"] == 0 and "error" not in bench
+    rows = result["rows"]
+    assert len(rows) == 2
+    for r in rows:
+        assert set(FIELDS) <= set(r) and r["benchmark"] == "dqm" and r["unit"] == "LS/s"
+        assert r["value"] > 0 and r["baseline_value"] > 0
+        assert r["ratio"] == pytest.approx(r["value"] / r["baseline_value"])
+        assert r["size"] == "600 lumisections"  # the entries of data_samples/dqm_run.root
+        assert r["wall_s"] > 0 and 50 < r["peak_rss_mb"] < 4000
+    md = (out / "results.md").read_text()
+    assert "| benchmark | measure |" in md and "build lumisection maps" in md
+    assert (out / "logs" / "dqm.log").exists()
