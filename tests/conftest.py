@@ -17,6 +17,25 @@ REALDATA = ROOT.parent / "shared" / "realdata"
 JETS_SAMPLE = DATA_SAMPLES / "top_qcd_jets.root"
 
 
+def write_workflow(workflow: Path, out: Path, overrides: dict, *, files: list,
+                   runs_dir: Path | None = None) -> Path:
+    """Write ``workflow`` with dotted-key ``overrides`` and other data files to ``out``."""
+    import yaml
+
+    data = yaml.safe_load(Path(workflow).read_text())
+    for key, value in overrides.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    data["data"]["files"] = [str(f) for f in files]
+    if runs_dir is not None:
+        data["runs_dir"] = str(runs_dir)
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-import yaml
+from conftest import write_workflow
 
 from hepml.io import Source
 from hepml.training import ChunkedDataset, distributed
@@ -50,17 +50,8 @@ VAL_LOSS_RTOL = 0.10
 
 
 def _workflow(tmp_path: Path, jets_sample: Path, **extra) -> Path:
-    data = yaml.safe_load(WORKFLOW.read_text())
-    for key, value in {**SMALL, **extra}.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    data["data"]["files"] = [str(jets_sample)]
-    path = tmp_path / "small.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_workflow(WORKFLOW, tmp_path / "small.yaml", {**SMALL, **extra},
+                          files=[jets_sample])
 
 
 def _env() -> dict[str, str]:

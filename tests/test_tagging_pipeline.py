@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import uproot
 import yaml
+from conftest import write_workflow
 
 from hepml.cli import main
 from hepml.config import load_workflow
@@ -36,18 +37,8 @@ SMALL = {
 
 
 def _small_workflow(tmp_path: Path, jets_sample: Path, **extra) -> Path:
-    data = yaml.safe_load(WORKFLOW.read_text())
-    for key, value in {**SMALL, **extra}.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    data["data"]["files"] = [str(jets_sample)]
-    data["runs_dir"] = str(tmp_path / "runs")
-    path = tmp_path / "small.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_workflow(WORKFLOW, tmp_path / "small.yaml", {**SMALL, **extra},
+                          files=[jets_sample], runs_dir=tmp_path / "runs")
 
 
 @pytest.fixture(scope="module")
