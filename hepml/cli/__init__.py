@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         os.environ.setdefault("TQDM_DISABLE", "1")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if launched:
         signal.signal(signal.SIGTERM, _stopped_by_torchrun)
     try:
         return int(args.func(args) or 0)
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hepml {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if launched:
+            from hepml.training import distributed
+
+            distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

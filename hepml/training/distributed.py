@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DistributedError", "init_from_env", "local_device", "rank", "world_size",
            "is_main_process", "all_reduce_sum", "all_reduce_gradients", "all_gather_object",
-           "barrier", "broadcast_object", "broadcast_module", "collective"]
+           "barrier", "broadcast_object", "broadcast_module", "collective", "shutdown"]
 
 
 def _launched() -> bool:
@@ -69,6 +69,16 @@ def init_from_env(device: torch.device, *, timeout_s: float = 300.0) -> bool:
         log.info("torchrun: rank %d of %d, backend %s", dist.get_rank(), dist.get_world_size(),
                  backend)
     return True
+
+
+def shutdown() -> None:
+    """Close the process group (if one was started) before the process exits.
+
+    Left open, a gloo process group's background threads can abort the interpreter's
+    exit ("terminate called without an active exception") after the job's work is done.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank() -> int:
