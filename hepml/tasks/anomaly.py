@@ -65,6 +65,7 @@ from hepml.training import (
     chunk_moments,
     distributed,
     load_checkpoint,
+    model_from_checkpoint,
     resolve_device,
 )
 
@@ -780,7 +781,8 @@ class _ScanJob:
 
     def _model(self) -> tuple[torch.nn.Module, torch.device]:
         def load() -> tuple[torch.nn.Module, torch.device]:
-            model = _load_autoencoder(self.checkpoint, load_checkpoint(self.checkpoint))
+            model = model_from_checkpoint(load_checkpoint(self.checkpoint),
+                                          source=self.checkpoint)
             dev = resolve_device(self.device)
             return model.to(dev).eval(), dev
 
@@ -821,16 +823,6 @@ class _ScanJob:
                           tree="anomaly", n_entries=entries, source=path, source_tree=self.tree,
                           metadata=self.metadata)
         return {"friend_tree": str(target), "top": result.top}
-
-
-def _load_autoencoder(checkpoint: str | Path, state: dict[str, Any]) -> torch.nn.Module:
-    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
-    try:
-        model.load_state_dict(state["model_state"])
-    except RuntimeError as exc:
-        raise ConfigError(f"{checkpoint}: weights do not fit the model "
-                          f"({str(exc).splitlines()[0]})") from None
-    return model
 
 
 def scan(checkpoint: str | Path, files: str | Sequence[str], out_dir: str | Path, *,
@@ -884,7 +876,7 @@ def scan(checkpoint: str | Path, files: str | Sequence[str], out_dir: str | Path
     data = scoring.data_config(config["data"], files, tree=tree, branches=branches,
                                step_size=step_size, where="scan", labels=[], class_names=[],
                                signal_class=None)
-    _load_autoencoder(checkpoint, state)  # weights that do not fit fail here, not per file
+    model_from_checkpoint(state, source=checkpoint)  # weights that do not fit fail here, not per file
     extra = tuple(dict.fromkeys([*a.ids, *([a.mass] if a.mass else [])]))
     top = top or a.top
     meta = {"checkpoint": str(checkpoint), "score": a.score}

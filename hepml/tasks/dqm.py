@@ -70,6 +70,7 @@ from hepml.training import (
     chunk_moments,
     distributed,
     load_checkpoint,
+    model_from_checkpoint,
     resolve_device,
     save_checkpoint,
 )
@@ -1107,12 +1108,7 @@ def score_files(checkpoint: str | Path, files: Sequence[str], out_dir: str | Pat
         log.info("no %s branch (or fault masks) in the files: scores only", dqm.truth)
     data = LumisectionData(data_config, representation, dqm, seed=0, with_truth=with_truth,
                            cache=False)
-    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
-    try:
-        model.load_state_dict(state["model_state"])
-    except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{checkpoint}: weights do not fit the model "
-                              f"({str(exc).splitlines()[0]})") from None
+    model = model_from_checkpoint(state, source=checkpoint)
     dev = resolve_device(device)
     model.to(dev)
     flatten = state["model"]["kind"] == "autoencoder"

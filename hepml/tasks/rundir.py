@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hepml.io import file_checksum
 from hepml.errors import ConfigError
+from hepml.io import file_checksum
 from hepml.training import distributed, versions
 
 __all__ = ["make_run_dir", "write_json", "record_inputs", "open_run_dir"]

@@ -41,7 +41,14 @@ from hepml.io import Source, expand_files, open_tree, read, write_friend_tree, w
 from hepml.models import build_model
 from hepml.tasks import scoring
 from hepml.tasks.rundir import open_run_dir, write_json
-from hepml.training import ChunkedDataset, Trainer, distributed, load_checkpoint, resolve_device
+from hepml.training import (
+    ChunkedDataset,
+    Trainer,
+    distributed,
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +112,7 @@ class TaggingData:
 
     def labels_of(self, arrays: ak.Array, where: str) -> torch.Tensor:
         """Class index of each entry from the one-hot flag branches."""
-        flags = np.stack([ak.to_numpy(arrays[f]).astype(np.int64) for f in self.config.labels], axis=1)
-        ok = flags.sum(axis=1) == 1
-        if not ok.all():
-            bad = np.flatnonzero(~ok)
-            raise BadValueError(
-                f"{where}: {bad.size} entries do not have exactly one of the label flags "
-                f"{list(self.config.labels)} set, first at entry {int(bad[0])}. "
-                "Check data.labels in the workflow."
-            )
-        return torch.from_numpy(flags.argmax(axis=1))
+        return torch.from_numpy(_flag_labels(arrays, self.config.labels, where))
 
     def chunk(self, i: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Model inputs and labels (-1 where unlabelled) of chunk ``i``.
@@ -136,14 +134,7 @@ class TaggingData:
         spec = self.source.chunks[i]
         arrays = self.source.read(spec)
         where = f"{spec.path} entries {spec.entry_start}-{spec.entry_stop}"
-        try:
-            out = self.representation(arrays)
-        except HepmlError as exc:
-            raise exc.with_context(where) from None
-        x = tuple(out.values()) if isinstance(out, dict) else (out,)
-        empty = getattr(self.representation, "count_empty", None)
-        if empty is not None and (n_empty := empty(arrays)):
-            log.warning("%s: %d %s", where, n_empty, self.representation.empty_description)
+        x = model_inputs(self.representation, arrays, where)
         y = self.labels_of(arrays, where) if self.with_labels else torch.full((len(spec),), -1)
         return x, y, arrays
 
@@ -434,9 +425,8 @@ def _scoring_data(state: dict[str, Any], files: Sequence[str], *, tree: str | No
 def _score(state: dict[str, Any], data: TaggingData, *, device: str, batch_size: int
            ) -> tuple[np.ndarray, np.ndarray | None]:
     """Softmax scores (and labels, if read) of every entry of ``data`` in order."""
-    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
+    model = model_from_checkpoint(state)
     dev = resolve_device(device)
-    model.load_state_dict(state["model_state"])
     model.to(dev).eval()
     outs, labels = [], []
     with torch.no_grad():
@@ -471,7 +461,8 @@ def _flag_labels(arrays: ak.Array, labels: Sequence[str], where: str, start: int
     if not ok.all():
         bad = np.flatnonzero(~ok)
         raise BadValueError(f"{where}: {bad.size} entries do not have exactly one of the label "
-                            f"flags {list(labels)} set, first at entry {start + int(bad[0])}")
+                            f"flags {list(labels)} set, first at entry {start + int(bad[0])}. "
+                            "Check data.labels in the workflow.")
     return flags.argmax(axis=1)
 
 
@@ -501,9 +492,7 @@ class _PredictJob:
 
     def _model(self) -> tuple[torch.nn.Module, torch.device]:
         def load() -> tuple[torch.nn.Module, torch.device]:
-            state = load_checkpoint(self.checkpoint)
-            model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
-            model.load_state_dict(state["model_state"])
+            model = model_from_checkpoint(load_checkpoint(self.checkpoint), source=self.checkpoint)
             dev = resolve_device(self.device)
             return model.to(dev).eval(), dev
 

@@ -1,7 +1,12 @@
 """Training: one trainer for every model, checkpoints, chunked batches, torchrun helpers."""
 
-from hepml.training.checkpoint import load_checkpoint, save_checkpoint, versions
+from hepml.training.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    versions,
+)
 from hepml.training.data import ChunkedDataset, chunk_moments
 from hepml.training.trainer import Trainer, resolve_device
 
-__all__ = ["ChunkedDataset", "chunk_moments", "Trainer", "load_checkpoint", "resolve_device", "save_checkpoint", "versions"]
+__all__ = ["ChunkedDataset", "chunk_moments", "Trainer", "load_checkpoint", "model_from_checkpoint", "resolve_device", "save_checkpoint", "versions"]

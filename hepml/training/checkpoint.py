@@ -19,7 +19,7 @@ import torch
 
 from hepml.errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "versions", "FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "versions", "FORMAT"]
 
 FORMAT = "hepml-checkpoint/1"
 
@@ -82,3 +82,20 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a hepml checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r}, expected {FORMAT!r})")
     return state
+
+
+def model_from_checkpoint(state: dict[str, Any], *, source: str | Path = "checkpoint") -> torch.nn.Module:
+    """The model a checkpoint describes (``state["model"]``), with its weights, on the CPU.
+
+    Raises:
+        CheckpointError: The weights do not fit the model the checkpoint names.
+    """
+    from hepml.models import build_model
+
+    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
+    try:
+        model.load_state_dict(state["model_state"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{source}: weights do not fit the model "
+                              f"({str(exc).splitlines()[0]})") from None
+    return model
