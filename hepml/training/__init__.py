@@ -7,6 +7,8 @@ from hepml.training.checkpoint import (
     versions,
 )
 from hepml.training.data import ChunkedDataset, chunk_moments
-from hepml.training.trainer import Trainer, resolve_device
+from hepml.training.device import float_dtype, resolve_device, supports_float64, to_device
+from hepml.training.trainer import Trainer
 
-__all__ = ["ChunkedDataset", "chunk_moments", "Trainer", "load_checkpoint", "model_from_checkpoint", "resolve_device", "save_checkpoint", "versions"]
+__all__ = ["ChunkedDataset", "chunk_moments", "Trainer", "load_checkpoint", "model_from_checkpoint", "resolve_device", "save_checkpoint", "versions",
+           "float_dtype", "supports_float64", "to_device"]

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from hepml.training import distributed
+from hepml.training.device import float_dtype
 
 __all__ = ["ChunkedDataset", "ChunkLoader", "chunk_moments"]
 
@@ -67,6 +68,9 @@ class ChunkedDataset(IterableDataset):
         #: Under torchrun, every rank yields as many batches as the busiest one (the
         #: trainer sets this for training data).
         self.even_batches = False
+        #: Yield batches in page-locked memory, so that copies to a CUDA device with
+        #: ``non_blocking=True`` overlap with the GPU's work (the trainer sets this).
+        self.pin_memory = False
         self._cache: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def _rank(self) -> tuple[int, int]:
@@ -128,7 +132,12 @@ class ChunkedDataset(IterableDataset):
             return
         tensors = self._chunk(i)
         for start in range(0, len(tensors[0]), self.batch_size):
-            yield tuple(t[start:start + self.batch_size] for t in tensors)
+            yield self._out(tuple(t[start:start + self.batch_size] for t in tensors))
+
+    def _out(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        if not self.pin_memory:
+            return batch
+        return tuple(t.pin_memory() if t.device.type == "cpu" else t for t in batch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         ws, r = self._rank()
@@ -150,7 +159,7 @@ class ChunkedDataset(IterableDataset):
                 sel = idx[start : start + per_rank]
                 if self.even_batches:
                     plan.append((i, sel))
-                yield tuple(t[sel] for t in tensors)
+                yield self._out(tuple(t[sel] for t in tensors))
         if self.even_batches and ws > 1 and plan:
             # repeat this rank's first batches until it has as many as the busiest rank
             missing = max(self._num_batches(ws, k) for k in range(ws)) - len(plan)
@@ -159,7 +168,7 @@ class ChunkedDataset(IterableDataset):
                 i, sel = plan[k % len(plan)]
                 if i != loaded:
                     tensors, loaded = self._chunk(i), i
-                yield tuple(t[sel] for t in tensors)
+                yield self._out(tuple(t[sel] for t in tensors))
 
 
 def chunk_moments(chunks: Iterable[torch.Tensor], *, ddof: int = 0
@@ -167,8 +176,9 @@ def chunk_moments(chunks: Iterable[torch.Tensor], *, ddof: int = 0
     """Element-wise mean and standard deviation over the entries of data seen chunk by chunk.
 
     Each chunk is ``[n, ...]``; the moments run over the first axis. Chunks are merged with
-    the pairwise update of Chan, Golub and LeVeque in float64, so the result does not
-    depend on how the entries are cut into chunks and no chunk is held after its turn.
+    the pairwise update of Chan, Golub and LeVeque in float64 (float32 on MPS), so the
+    result does not depend on how the entries are cut into chunks and no chunk is held
+    after its turn.
 
     Args:
         chunks: The data, one tensor per chunk (empty chunks are skipped).
@@ -181,7 +191,7 @@ def chunk_moments(chunks: Iterable[torch.Tensor], *, ddof: int = 0
     for x in chunks:
         if len(x) == 0:
             continue
-        x = x.double()
+        x = x.to(float_dtype(x.device))
         nb, mb = len(x), x.mean(0)
         m2b = ((x - mb) ** 2).sum(0)
         if mean is None:

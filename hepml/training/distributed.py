@@ -39,13 +39,18 @@ def _launched() -> bool:
 
 
 def local_device(device: torch.device) -> torch.device:
-    """This process's device: under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``.
+    """Make ``device`` this process's current CUDA device, and return it.
 
-    An explicit index (``cuda:1``) is kept; CPU and MPS are returned unchanged.
+    :func:`hepml.training.device.resolve_device` already gives every CUDA device an index
+    (``cuda:LOCAL_RANK`` under torchrun); a bare ``cuda`` gets one here the same way,
+    because :func:`torch.cuda.set_device` and nccl need it. CPU and MPS are returned
+    unchanged.
     """
-    if device.type == "cuda" and device.index is None and _launched():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
+        if device.index is None:
+            from hepml.training.device import resolve_device
+
+            device = resolve_device("cuda")
         torch.cuda.set_device(device)
     return device
 
@@ -65,6 +70,10 @@ def init_from_env(device: torch.device, *, timeout_s: float = 300.0) -> bool:
         kwargs: dict[str, Any] = {}
         if backend == "nccl":
             kwargs["device_id"] = local_device(device)
+            # nccl's watchdog tears the process down when a rank dies or a collective
+            # times out; abort the communicator instead, so that the waiting collective
+            # raises here and becomes a DistributedError (gloo raises by itself)
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
         log.info("torchrun: rank %d of %d, backend %s", dist.get_rank(), dist.get_world_size(),
                  backend)
@@ -143,28 +152,41 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def all_reduce_gradients(params: Sequence[nn.Parameter]) -> None:
+def all_reduce_gradients(params: Sequence[nn.Parameter],
+                         flag: torch.Tensor | None = None) -> torch.Tensor | None:
     """Average the gradients of ``params`` over all processes, in one flat buffer.
 
     What DistributedDataParallel does for a model with one optimiser, for models that
     step several optimisers from their own training step (a GAN). Parameters without a
     gradient on this rank take part with zeros, so every rank sends the same layout.
+
+    Args:
+        params: The parameters whose gradients are averaged.
+        flag: A boolean scalar of this rank (e.g. "my loss is not finite"), sent in the
+            same buffer.
+
+    Returns:
+        Whether ``flag`` is set on any rank (``flag`` itself when not distributed).
     """
     if world_size() <= 1:
-        return
+        return flag
     params = [p for p in params if p.requires_grad]
-    if not params:
-        return
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                      for p in params])
+    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+             for p in params]
+    if flag is not None:
+        like = parts[0] if parts else torch.zeros(0, device=flag.device)
+        parts.append(flag.reshape(1).to(device=like.device, dtype=like.dtype))
+    if not parts:
+        return flag
+    flat = torch.cat(parts)
     with collective("a gradient exchange"):
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= world_size()
     offset = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
+        p.grad = (flat[offset:offset + n] / world_size()).view_as(p)
         offset += n
+    return None if flag is None else flat[-1] > 0
 
 
 def all_gather_object(obj: Any) -> list[Any]:

@@ -50,6 +50,7 @@ from hepml.errors import CheckpointError, ConfigError
 from hepml.training import distributed
 from hepml.training.checkpoint import load_checkpoint, save_checkpoint
 from hepml.training.data import ChunkedDataset
+from hepml.training.device import float_dtype, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +58,8 @@ __all__ = ["Trainer", "resolve_device"]
 
 LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
 
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; anything else is passed to torch."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"training.device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device is 'cuda' but no CUDA device is available; use 'auto'")
-    return device
+#: Batches between updates of the progress bar's running loss (each reads it from the device).
+_POSTFIX_EVERY = 20
 
 
 def _float(out: Any) -> Any:
@@ -86,7 +73,11 @@ def _float(out: Any) -> Any:
 
 
 class _Stepper:
-    """``step(name, loss)`` and ``step.autocast()`` handed to a model's own training step."""
+    """What a model's own training step is handed: ``step(name, loss)`` and helpers.
+
+    ``step.autocast()`` is the mixed-precision context for forward passes, and
+    ``step.penalty_grad(...)`` takes gradients for penalties.
+    """
 
     def __init__(self, trainer: Trainer) -> None:
         self._trainer = trainer
@@ -98,6 +89,24 @@ class _Stepper:
         """Mixed precision for forward passes, as the trainer is configured."""
         t = self._trainer
         return torch.autocast(t.device.type, dtype=torch.float16, enabled=t.amp)
+
+    def penalty_grad(self, name: str, output: torch.Tensor,
+                     inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``d output.sum() / d inputs`` with a graph, for a gradient penalty of group ``name``.
+
+        Under mixed precision the float16 backward pass would underflow for small
+        gradients, so the gradient is taken of the output scaled by group ``name``'s
+        gradient scaler and divided by the same scale afterwards, in float32 (the
+        gradient-penalty recipe of :mod:`torch.amp`); the scale stays on the device.
+        """
+        scaler = self._trainer.scalers[name]
+        total = output.float().sum()
+        if not scaler.is_enabled():
+            return [g.float() for g in
+                    torch.autograd.grad(total, inputs, create_graph=True)]
+        scale = scaler.scale(torch.ones((), device=total.device))
+        grads = torch.autograd.grad(scaler.scale(total), inputs, create_graph=True)
+        return [g.float() / scale for g in grads]
 
 
 class Trainer:
@@ -153,10 +162,14 @@ class Trainer:
         self.amp = (self.device.type == "cuda") if amp == "auto" else bool(amp)
         if self.amp and self.device.type != "cuda":
             raise ConfigError("training.mixed_precision is only supported on CUDA; use 'auto'")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         groups = (self.module.optimizer_groups() if self.manual
                   else {"model": {"params": list(self.module.parameters())}})
         self.optimizers = {name: self._make_optimizer(**g) for name, g in groups.items()}
+        # one gradient scaler per optimiser: each group's backward passes overflow on
+        # their own (a discriminator's inf must not shrink the generator's scale)
+        self.scalers = {name: torch.amp.GradScaler("cuda", enabled=self.amp)
+                        for name in self.optimizers}
+        self.scaler = next(iter(self.scalers.values()))
         self.schedulers = {name: self._make_scheduler(opt) for name, opt in self.optimizers.items()}
         self.optimizer = next(iter(self.optimizers.values()))
         self.scheduler = self.schedulers[next(iter(self.optimizers))]
@@ -204,7 +217,7 @@ class Trainer:
             "optimizer_state": self._per_group({k: o.state_dict() for k, o in self.optimizers.items()}),
             "scheduler_state": self._per_group({k: s.state_dict() if s else None
                                                 for k, s in self.schedulers.items()}),
-            "scaler_state": self.scaler.state_dict(),
+            "scaler_state": self._per_group({k: s.state_dict() for k, s in self.scalers.items()}),
             "epoch": self.epoch,
             "global_step": self.global_step,
             "best_val_loss": self.best_val_loss,
@@ -214,8 +227,10 @@ class Trainer:
             "seed": self.seed,
             "training": to_dict(self.config),
             "config": self.run_config,
+            # CUDA's generators only when training on CUDA: asking for them initialises
+            # CUDA, which a CPU run on a GPU machine must not do
             "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
         }
 
     def _per_group(self, values: dict[str, Any]) -> Any:
@@ -243,16 +258,22 @@ class Trainer:
                 if self.schedulers.get(name) is not None and sched_state:
                     self.schedulers[name].load_state_dict(sched_state)
         if state.get("scaler_state"):
-            self.scaler.load_state_dict(state["scaler_state"])
+            scaler_state = state["scaler_state"]
+            if self.manual and "scale" in scaler_state:  # written with one shared scaler
+                scaler_state = {name: scaler_state for name in self.scalers}
+            for name, s in self._by_group(scaler_state).items():
+                if name in self.scalers and s:
+                    self.scalers[name].load_state_dict(s)
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.best_val_loss = float(state["best_val_loss"])
         self.best_epoch = int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
         self.history = list(state["history"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"].get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        # generator states are CPU byte tensors whatever map_location the state was read with
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"].get("cuda") and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
 
     def _save(self, name: str) -> None:
         if distributed.is_main_process():
@@ -265,20 +286,33 @@ class Trainer:
         return self.config.l1 * sum(p.abs().sum() for p in self.module.parameters() if p.ndim > 1)
 
     def _step(self, name: str, loss: torch.Tensor) -> None:
-        """Back-propagate ``loss`` and step optimiser ``name`` (for models' own training steps)."""
-        if not torch.isfinite(loss):
-            return  # a non-finite batch is skipped; the epoch's mean loss reports it
-        opt = self.optimizers[name]
+        """Back-propagate ``loss`` and step optimiser ``name`` (for models' own training steps).
+
+        A batch whose loss is not finite is skipped (the epoch's mean loss reports it).
+        Under torchrun the ranks agree: the flag travels with the gradients, and a step is
+        skipped on every rank when any rank's loss is not finite, so that all ranks keep
+        making the same collective calls. Under mixed precision the flag poisons the
+        gradients, and the gradient scaler skips the step without another host sync.
+        """
+        opt, scaler = self.optimizers[name], self.scalers[name]
+        params = [p for g in opt.param_groups for p in g["params"]]
+        bad = ~torch.isfinite(loss.detach())
         opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        scaler.scale(loss).backward()
         if self.distributed:
-            distributed.all_reduce_gradients([p for g in opt.param_groups for p in g["params"]])
+            bad = distributed.all_reduce_gradients(params, flag=bad)
+        if self.amp:
+            first = next((p for p in params if p.grad is not None), None)
+            if first is not None:
+                first.grad.add_(torch.where(bad, math.nan, 0.0).to(first.grad.dtype))
+        elif bool(bad):
+            opt.zero_grad(set_to_none=True)
+            return
         if self.config.grad_clip:
-            self.scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                     self.config.grad_clip)
-        self.scaler.step(opt)
-        self.scaler.update()
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        scaler.step(opt)
+        scaler.update()
 
     def _batch(self, inputs: list[torch.Tensor], target: torch.Tensor, train: bool
                ) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
@@ -309,28 +343,31 @@ class Trainer:
 
     def _run_epoch(self, data: ChunkedDataset, *, train: bool, desc: str) -> dict[str, float]:
         self.model.train(train)
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, correct, n
+        # loss*n, correct, n: summed on the device, read once at the end of the epoch
+        totals = torch.zeros(3, dtype=float_dtype(self.device), device=self.device)
         extra: dict[str, torch.Tensor] = {}
         bar = tqdm(total=len(data), desc=desc, unit=self.unit, unit_scale=True, leave=False,
                    disable=None if distributed.is_main_process() else True)
         start = time.perf_counter()
         classifies = False
+        data.pin_memory = self.device.type == "cuda"
         with torch.set_grad_enabled(train):
-            for *inputs, target in data:
+            for k, (*inputs, target) in enumerate(data):
                 inputs = [x.to(self.device, non_blocking=True) for x in inputs]
                 target = target.to(self.device, non_blocking=True)
                 loss, out, values = self._batch(inputs, target, train)
                 n = len(target)
-                totals[0] += loss.detach().double() * n
+                totals[0] += loss.detach().to(totals.dtype) * n
                 for key, value in values.items():
-                    extra[key] = extra.get(key, 0.0) + value.detach().double() * n
+                    extra[key] = extra.get(key, 0.0) + value.detach().to(totals.dtype) * n
                 if (isinstance(out, torch.Tensor) and out.ndim == 2 and target.ndim == 1
                         and not target.is_floating_point()):
                     classifies = True
                     totals[1] += (out.detach().argmax(1) == target).sum()
                 totals[2] += n
                 bar.update(n)
-                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                if not bar.disable and k % _POSTFIX_EVERY == 0:  # a host sync: not every batch
+                    bar.set_postfix(loss=f"{(totals[0] / totals[2]).item():.4f}", refresh=False)
         bar.close()
         totals = distributed.all_reduce_sum(totals)
         seconds = time.perf_counter() - start
@@ -351,7 +388,9 @@ class Trainer:
         """
         if resume:
             path = self.run_dir / LAST
-            self.load_state_dict(load_checkpoint(path, map_location=self.device), source=str(path))
+            # read onto the CPU: load_state_dict copies weights and optimiser moments to the
+            # parameters' device, and RNG states and Adam's step counts must stay on the CPU
+            self.load_state_dict(load_checkpoint(path, map_location="cpu"), source=str(path))
             log.info("resumed from %s after epoch %d", path, self.epoch)
         else:
             torch.manual_seed(self.seed)
@@ -406,7 +445,7 @@ class Trainer:
         """Load the weights of the best validation epoch (if one was saved)."""
         path = self.run_dir / BEST
         if path.exists():
-            self.module.load_state_dict(load_checkpoint(path, map_location=self.device)["model_state"])
+            self.module.load_state_dict(load_checkpoint(path, map_location="cpu")["model_state"])
 
     @torch.no_grad()
     def predict(self, data: ChunkedDataset) -> torch.Tensor:
@@ -416,6 +455,7 @@ class Trainer:
         outputs back in input order.
         """
         self.module.eval()
+        data.pin_memory = self.device.type == "cuda"
         ws = distributed.world_size()
         parts = data.partition(ws)
         mine = parts[distributed.rank()] if parts else range(len(data.loaders))
@@ -424,8 +464,8 @@ class Trainer:
             chunk = []
             for *inputs, _ in data.chunk_batches(i):
                 inputs = [x.to(self.device, non_blocking=True) for x in inputs]
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                    chunk.append(torch.softmax(self.module(*inputs).float(), dim=1))
+                # float32, not autocast: the run's scores are those hepml predict gives
+                chunk.append(torch.softmax(self.module(*inputs).float(), dim=1))
             if chunk:
                 outs[i] = torch.cat(chunk)
         if parts:
