@@ -439,18 +439,27 @@ class CaloGAN(nn.Module):
 
     @torch.no_grad()
     def sample(self, energy: torch.Tensor, particle: torch.Tensor | None = None, *,
-               generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Generate showers at ``energy`` (GeV), warning if it is outside the training range."""
+               generator: torch.Generator | None = None,
+               check_range: bool = True) -> list[torch.Tensor]:
+        """Generate showers at ``energy`` (GeV), warning if it is outside the training range.
+
+        ``check_range=False`` skips the check, which reads from the device (a host
+        synchronisation per call): for callers that checked their energies on the host.
+        """
         energy = energy.float().reshape(-1)
-        lo, hi = (float(v) for v in self.energy_range)
+        if check_range:
+            self._check_range(energy)
+        z = self._noise(len(energy), energy.device, generator)
+        return self.forward(energy, particle, z)
+
+    def _check_range(self, energy: torch.Tensor) -> None:
+        lo, hi = self.energy_range.tolist()
         outside = (energy < lo * (1 - 1e-6)) | (energy > hi * (1 + 1e-6))
         if bool(outside.any()):
             warnings.warn(
                 f"{int(outside.sum())} of {len(energy)} requested incident energies lie outside "
                 f"the training range [{lo:g}, {hi:g}] GeV; the generator extrapolates there",
-                EnergyRangeWarning, stacklevel=2)
-        z = self._noise(len(energy), energy.device, generator)
-        return self.forward(energy, particle, z)
+                EnergyRangeWarning, stacklevel=3)
 
     @torch.no_grad()
     def initialise_from(self, cells: torch.Tensor, energy: torch.Tensor) -> None:
@@ -475,12 +484,13 @@ class CaloGAN(nn.Module):
             stream.net[2].bias.copy_(bias)
         head = self.generator.energy_head
         if head is not None:
-            layer = torch.stack([x.flatten(1).sum(1) for x in shares], dim=1).double()
+            wide = torch.float32 if shares[0].device.type == "mps" else torch.float64
+            layer = torch.stack([x.flatten(1).sum(1) for x in shares], dim=1).to(wide)
             response = layer.sum(1)
             fractions = (layer / response.clamp_min(1e-12).unsqueeze(1)).mean(0)
-            r = float(response.mean().clamp(0.02, 1.98)) / 2.0
+            r = response.mean().clamp(0.02, 1.98) / 2.0  # on the device of the data
             head[2].bias.copy_(torch.cat([torch.log(fractions.clamp_min(1e-8)),
-                                          torch.tensor([math.log(r / (1.0 - r))], dtype=torch.double)]))
+                                          torch.log(r / (1.0 - r)).reshape(1)]))
         self.generator_ema.load_state_dict(self.generator.state_dict())
 
     # ---------------------------------------------------------------- training
@@ -501,8 +511,14 @@ class CaloGAN(nn.Module):
         return ((fake.mean(0) - real.mean(0)).abs() + (fake.std(0) - real.std(0)).abs()).sum()
 
     def _critic_loss(self, real: list[torch.Tensor], fake: list[torch.Tensor],
-                     cond: torch.Tensor, ctx: Callable[[], Any]) -> tuple[torch.Tensor, ...]:
-        """Discriminator loss, its penalty, and the mean real / fake outputs."""
+                     cond: torch.Tensor, ctx: Callable[[], Any],
+                     grad: Callable[[torch.Tensor, list[torch.Tensor]], list[torch.Tensor]]
+                     ) -> tuple[torch.Tensor, ...]:
+        """Discriminator loss, its penalty, and the mean real / fake outputs.
+
+        ``grad(output, inputs)`` is the gradient of ``output.sum()`` with a graph, taken
+        safely under mixed precision (the trainer's ``step.penalty_grad``).
+        """
         device = cond.device
         if self.loss_kind == "r1":
             real = [x.detach().requires_grad_(self.r1_weight > 0) for x in real]
@@ -512,7 +528,7 @@ class CaloGAN(nn.Module):
                 loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
             penalty = torch.zeros((), device=device)
             if self.r1_weight > 0:
-                grads = torch.autograd.grad(d_real.float().sum(), real, create_graph=True)
+                grads = grad(d_real, real)
                 penalty = 0.5 * self.r1_weight * sum(
                     g.float().pow(2).flatten(1).sum(1) for g in grads).mean()
             return loss, penalty, torch.sigmoid(d_real).mean(), torch.sigmoid(d_fake).mean()
@@ -526,7 +542,7 @@ class CaloGAN(nn.Module):
                for r, f in zip(real, fake, strict=True)]
         with ctx():
             d_mix = self.discriminator(mix[:-1], mix[-1], cond)
-        grads = torch.autograd.grad(d_mix.float().sum(), mix, create_graph=True)
+        grads = grad(d_mix, mix)
         norm = torch.sqrt(sum(g.float().pow(2).flatten(1).sum(1) for g in grads) + 1e-12)
         penalty = self.gp_weight * (norm - 1.0).pow(2).mean()
         return loss, penalty, d_real.mean(), d_fake.mean()
@@ -545,12 +561,19 @@ class CaloGAN(nn.Module):
         real = [*images, efeat]
         autocast = getattr(step, "autocast", None)
         ctx = autocast if autocast is not None else torch.enable_grad
+        penalty_grad = getattr(step, "penalty_grad", None)
+        if penalty_grad is not None:
+            def grad(out: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+                return penalty_grad("discriminator", out, inputs)
+        else:
+            def grad(out: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+                return list(torch.autograd.grad(out.float().sum(), inputs, create_graph=True))
         for _ in range(self.n_critic):
             with torch.no_grad():
                 fake_images, fake_efeat = discriminator_inputs(
                     self.generator(self._noise(len(energy), energy.device), cond))
             loss_d, penalty, d_real, d_fake = self._critic_loss(
-                real, [*fake_images, fake_efeat], cond, ctx)
+                real, [*fake_images, fake_efeat], cond, ctx, grad)
             step("discriminator", loss_d + penalty)
         # generator: fool the discriminator, and match the energy features of the batch
         with ctx():

@@ -156,9 +156,8 @@ class EdgeClassifierIN(nn.Module):
             nodes, src, dst, attr = _all_slots(x, edges, edge_attr, valid)
         else:
             real = edges[valid]  # [n, 2]
-            if real.numel() and int(real.max()) >= h_max:
-                raise BadValueError(f"edges: hit indices must lie below the {h_max} node "
-                                    f"slots of x, got {int(real.max())}")
+            if real.numel():
+                _check_below(real, h_max)
             event = torch.arange(b, device=x.device)[:, None].expand_as(valid)[valid]
             flat = real + (event * h_max)[:, None]
             # the hits that some edge joins, renumbered in order
@@ -186,6 +185,21 @@ class EdgeClassifierIN(nn.Module):
         out = logits.new_zeros(valid.shape)
         out[valid] = logits
         return out
+
+
+def _check_below(real: torch.Tensor, h_max: int) -> None:
+    """Hit indices must address the ``h_max`` node slots.
+
+    On the CPU a clear error; on a GPU an asynchronous device assertion, since reading
+    the maximum back would stall the device on every batch.
+    """
+    if real.device.type == "cpu":
+        if int(real.max()) >= h_max:
+            raise BadValueError(f"edges: hit indices must lie below the {h_max} node "
+                                f"slots of x, got {int(real.max())}")
+    else:
+        torch._assert_async(real.max() < h_max,
+                            f"edges: hit indices must lie below the {h_max} node slots of x")
 
 
 def _all_slots(x: torch.Tensor, edges: torch.Tensor, edge_attr: torch.Tensor | None,
