@@ -49,7 +49,8 @@ def add_dask_options(p: argparse.ArgumentParser) -> None:
                    "task graph in this process (debugging, small jobs). Default: a dask "
                    "LocalCluster on this machine with --workers worker processes")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="worker processes of the local cluster (default: the number of CPUs)")
+                   help="worker processes of the local cluster (default: the number of CPUs, or "
+                   "one when scoring on a GPU)")
 
 
 def print_skipped(skipped: list[dict[str, str]], out: str | Path) -> None:

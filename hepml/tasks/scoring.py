@@ -53,6 +53,7 @@ from hepml.io import (
     resolve_fields,
 )
 from hepml.io.dask_io import chunk_read_error
+from hepml.training.device import uses_gpu
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,20 @@ def _quiet_distributed() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def local_workers(workers: int | None, device: str) -> int:
+    """Worker processes of a LocalCluster: ``workers``, else one per CPU, or one on a GPU.
+
+    Each worker process loads its own copy of the model and, on a GPU, its own CUDA
+    context on the same card: one worker feeds the GPU, more only compete for its memory.
+    """
+    if workers is not None:
+        return workers
+    if uses_gpu(device):
+        log.info("scoring on %s: one worker process (set --workers to change)", device)
+        return 1
+    return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def _runner(scheduler: str | None, workers: int | None, processes: bool) -> Iterator[_Runner]:
     """This process (``synchronous``), a new LocalCluster (``None``), or a running scheduler."""
@@ -369,7 +384,8 @@ def score_files(job: ScoringJob, files: str | Sequence[str], out_dir: str | Path
         out_dir: Output directory; ``skipped_files.json`` is written there.
         scheduler: ``synchronous`` (this process), ``None`` (a new LocalCluster) or the
             address of a running ``dask.distributed`` scheduler.
-        workers: Workers of the LocalCluster (default: the number of CPUs).
+        workers: Workers of the LocalCluster (default: the number of CPUs; one when the
+            job's ``device`` is a GPU).
         processes: LocalCluster workers are processes (else threads of this process).
         progress: Show progress bars (default: unless ``TQDM_DISABLE`` is set).
 
@@ -402,6 +418,8 @@ def score_files(job: ScoringJob, files: str | Sequence[str], out_dir: str | Path
     results: dict[int, dict[str, Any]] = {}
     used_optional, description = False, "nothing (no input file)"
     if paths:
+        if scheduler in (None, "", "local"):
+            workers = local_workers(workers, str(getattr(job, "device", "cpu")))
         with _runner(scheduler, workers, processes) as runner:
             log.info("scoring %d file(s) on %s", len(paths), runner.description)
             used_optional = _score_on(runner, job, paths, failures, results, progress=progress)
