@@ -18,13 +18,14 @@ import torch
 
 from hepml.errors import BadValueError, EmptyInputError
 from hepml.evaluation.metrics import RocCurve
+from hepml.training.device import float_dtype
 
 __all__ = ["efficiency_at_background", "significance_improvement", "cut_at_background",
            "mass_sculpting", "js_divergence"]
 
 
-def _background_efficiencies(values: Any) -> torch.Tensor:
-    eff = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+def _background_efficiencies(values: Any, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    eff = torch.as_tensor(values, dtype=dtype).reshape(-1)
     if eff.numel() == 0 or not bool(((eff > 0) & (eff <= 1)).all()):
         raise BadValueError(f"background efficiencies must lie in (0, 1], got {eff.tolist()}")
     return eff
@@ -48,7 +49,7 @@ def efficiency_at_background(roc: RocCurve, background_efficiency: float | Seque
         ``reachable`` (bool), each ``[K]`` on the ROC's device.
     """
     device = roc.fpr.device
-    eff_b = _background_efficiencies(background_efficiency).to(device)
+    eff_b = _background_efficiencies(background_efficiency, float_dtype(device)).to(device)
     if not (roc.n_signal > 0 and roc.n_background > 0):
         nan = torch.full_like(eff_b, math.nan)
         return {"efficiency": nan, "uncertainty": nan.clone(),
@@ -94,9 +95,9 @@ def cut_at_background(scores: torch.Tensor, background_efficiency: float) -> flo
     """
     if scores.numel() == 0:
         raise EmptyInputError("cut_at_background: no background scores")
-    q = torch.tensor(1.0 - float(background_efficiency), dtype=torch.float64,
-                     device=scores.device)
-    return float(torch.quantile(scores.double(), q))
+    wide = float_dtype(scores.device)
+    q = torch.tensor(1.0 - float(background_efficiency), dtype=wide, device=scores.device)
+    return float(torch.quantile(scores.to(wide), q))
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
@@ -104,7 +105,7 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
 
     Both are normalised to unit sum first; empty histograms give NaN.
     """
-    p, q = p.double(), q.double()
+    p, q = p.to(float_dtype(p.device)), q.to(float_dtype(q.device))
     if p.sum() <= 0 or q.sum() <= 0:
         return math.nan
     p, q = p / p.sum(), q / q.sum()
@@ -151,9 +152,9 @@ def mass_sculpting(mass: torch.Tensor, scores: torch.Tensor,
                             f"{tuple(scores.shape)} must be equal 1-d shapes")
     if mass.numel() == 0:
         raise EmptyInputError("mass_sculpting: no background entries")
-    mass = mass.double()
+    mass = mass.to(float_dtype(mass.device))
     if mass_range is None:
-        q = torch.tensor([0.005, 0.995], dtype=torch.float64, device=mass.device)
+        q = torch.tensor([0.005, 0.995], dtype=mass.dtype, device=mass.device)
         lo, hi = (float(v) for v in torch.quantile(mass, q))
         if hi <= lo:
             hi = lo + 1.0
@@ -164,7 +165,7 @@ def mass_sculpting(mass: torch.Tensor, scores: torch.Tensor,
     out: dict[str, Any] = {"edges": edges.tolist(), "all": reference.tolist(), "cuts": {}}
     for eff in _background_efficiencies(background_efficiencies).tolist():
         threshold = cut_at_background(scores, eff)
-        kept = mass[scores.double() > threshold]
+        kept = mass[scores.to(mass.dtype) > threshold]
         counts = torch.histc(kept, bins=bins, min=lo, max=hi) if kept.numel() else torch.zeros_like(reference)
         # the divergence that a random subset of the same size shows: statistics alone
         gen = torch.Generator().manual_seed(seed)

@@ -11,7 +11,9 @@ Conventions:
   preceded by the point ``(fpr, tpr) = (0, 0)`` at threshold ``+inf``, exactly like
   ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``.
 * Efficiencies and rates are float64; thresholds are float64 (exact copies of the
-  input scores, which are never rounded).
+  input scores, which are never rounded). On Apple GPUs (MPS), which have no float64,
+  they are float32 (:func:`hepml.training.device.float_dtype`); thresholds are then
+  float32 copies of float32 scores.
 * When one class has no entries the ROC is still returned, with the rate of the empty
   class all NaN (as scikit-learn does) and a warning in the log; anything that needs
   both classes (:func:`roc_auc`) raises :class:`~hepml.errors.EmptyInputError`.
@@ -34,6 +36,7 @@ from typing import Any, NamedTuple
 import torch
 
 from hepml.errors import BadValueError, EmptyInputError
+from hepml.training.device import float_dtype
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ def _check_scores(scores: Any, name: str = "scores") -> torch.Tensor:
     if not torch.is_floating_point(scores):
         if scores.dtype == torch.bool or scores.is_complex():
             raise BadValueError(f"{name} must be real numbers, got dtype {scores.dtype}")
-        scores = scores.to(torch.float64)
+        scores = scores.to(float_dtype(scores.device))
     _check_finite(scores, name)
     return scores
 
@@ -151,13 +154,13 @@ def _check_weights(weights: Any, n: int, device: torch.device) -> torch.Tensor:
                             f"got shape {tuple(weights.shape)}")
     if weights.device != device:
         raise BadValueError(f"weights are on {weights.device} but scores on {device}")
-    weights = weights.to(torch.float64)
+    weights = weights.to(float_dtype(device))
     _check_finite(weights, "weights")
     return weights
 
 
-def _check_efficiency(eff: Any) -> torch.Tensor:
-    eff = torch.as_tensor(eff, dtype=torch.float64)
+def _check_efficiency(eff: Any, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    eff = torch.as_tensor(eff, dtype=dtype)
     if bool(torch.isnan(eff).any()) or bool(((eff <= 0) | (eff > 1)).any()):
         raise BadValueError(f"signal efficiency must lie in (0, 1], got {eff.tolist()}")
     return eff
@@ -192,7 +195,7 @@ def _keys_to_scores(keys: torch.Tensor) -> torch.Tensor:
     # keys = ~bits for bits >= 0 (negative keys), bits ^ MIN for bits < 0 (keys >= 0)
     bits = torch.where(keys < 0, ~keys, keys ^ min_int)
     floats = bits.view(torch.float32 if keys.dtype == torch.int32 else torch.float64)
-    return floats.to(torch.float64)
+    return floats.to(float_dtype(keys.device))
 
 
 class _Groups(NamedTuple):
@@ -274,9 +277,10 @@ def roc_curve(scores: torch.Tensor, labels: torch.Tensor,
         raise EmptyInputError("roc_curve: every weight is zero; there is nothing to evaluate")
     g = _grouped(scores, is_signal, w)
     zero = g.tps.new_zeros(1)
-    tps = torch.cat([zero, g.tps]).to(torch.float64)
-    fps = torch.cat([zero, g.fps]).to(torch.float64)
-    inf = torch.full((1,), math.inf, dtype=torch.float64, device=scores.device)
+    wide = float_dtype(scores.device)
+    tps = torch.cat([zero, g.tps]).to(wide)
+    fps = torch.cat([zero, g.fps]).to(wide)
+    inf = torch.full((1,), math.inf, dtype=wide, device=scores.device)
     thresholds = torch.cat([inf, g.thresholds])
     n_sig, n_bkg = float(tps[-1]), float(fps[-1])
     if n_bkg <= 0:
@@ -305,8 +309,8 @@ def auc(fpr: torch.Tensor, tpr: torch.Tensor) -> float:
     Shapes:
         fpr, tpr: ``[P]``, P >= 2.
     """
-    fpr = torch.as_tensor(fpr).to(torch.float64)
-    tpr = torch.as_tensor(tpr).to(torch.float64)
+    fpr, tpr = torch.as_tensor(fpr), torch.as_tensor(tpr)
+    fpr, tpr = fpr.to(float_dtype(fpr.device)), tpr.to(float_dtype(tpr.device))
     if fpr.shape != tpr.shape or fpr.dim() != 1:
         raise BadValueError(f"auc: fpr and tpr must be 1-D of one length, got "
                             f"{tuple(fpr.shape)} and {tuple(tpr.shape)}")
@@ -372,11 +376,11 @@ def threshold_at_efficiency(roc: RocCurve, signal_efficiency: float) -> float:
         EmptyInputError: The ROC has no signal entries (``tpr`` is NaN).
         BadValueError: ``signal_efficiency`` outside (0, 1].
     """
-    eff = float(_check_efficiency(signal_efficiency))
+    eff = float(_check_efficiency(signal_efficiency, roc.tpr.dtype))
     if not roc.n_signal > 0:
         raise EmptyInputError("threshold_at_efficiency: the ROC has no signal entries")
     reach = torch.cummax(roc.tpr, 0).values
-    target = torch.tensor([eff], dtype=torch.float64, device=reach.device)
+    target = torch.tensor([eff], dtype=reach.dtype, device=reach.device)
     i = int(torch.searchsorted(reach, target).clamp_(max=reach.numel() - 1))
     return float(roc.thresholds[i])
 
@@ -405,13 +409,13 @@ def rejection_at(roc: RocCurve, signal_efficiency: float | Sequence[float] | tor
         signal_efficiency: ``[]`` or ``[K]``; results likewise.
     """
     device = roc.tpr.device
-    eff = _check_efficiency(signal_efficiency).to(device)
+    eff = _check_efficiency(signal_efficiency, float_dtype(device)).to(device)
     shape = eff.shape
     eff = eff.reshape(-1)
     tpr, fpr = roc.tpr, roc.fpr
     n_b = roc.n_background_effective
     if not (roc.n_signal > 0 and roc.n_background > 0 and n_b > 0):
-        nan = torch.full(shape, math.nan, dtype=torch.float64, device=device)
+        nan = torch.full(shape, math.nan, dtype=float_dtype(device), device=device)
         return nan, nan.clone()
     reach = torch.cummax(tpr, 0).values
     hi = torch.searchsorted(reach, eff).clamp_(1, tpr.numel() - 1)
@@ -501,7 +505,7 @@ def bootstrap_auc(scores: torch.Tensor, labels: torch.Tensor, n_bootstrap: int =
     sig = torch.diff(g.tps, prepend=zero)
     bkg = torch.diff(g.fps, prepend=zero)
     rates = torch.stack([bkg, sig], 1).to(torch.float32)  # exact below 2^24 per cell
-    if bool((rates >= 2**24).any()):
+    if bool((rates >= 2**24).any()) and float_dtype(device) == torch.float64:
         rates = rates.to(torch.float64)
     n_groups = rates.shape[0]
     chunk = max(1, _BOOTSTRAP_BUDGET // (2 * n_groups))
@@ -509,7 +513,7 @@ def bootstrap_auc(scores: torch.Tensor, labels: torch.Tensor, n_bootstrap: int =
     for start in range(0, int(n_bootstrap), chunk):  # loop over chunks of replicas only
         r = min(chunk, int(n_bootstrap) - start)
         draws = torch.poisson(rates.expand(r, n_groups, 2), generator=generator)
-        draws = draws.to(torch.float64)
+        draws = draws.to(float_dtype(device))
         b, s = draws[..., 0], draws[..., 1]
         above = s.cumsum(1).sub_(s)  # signal strictly above each distinct score
         num = (b * above.add_(s, alpha=0.5)).sum(1)
@@ -518,7 +522,7 @@ def bootstrap_auc(scores: torch.Tensor, labels: torch.Tensor, n_bootstrap: int =
     values = values[torch.isfinite(values)]  # a replica that drew no signal or background
     if values.numel() < 2:
         return math.nan, math.nan
-    q = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64,
+    q = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=values.dtype,
                      device=device)
     low, high = torch.quantile(values, q).tolist()
     return float(low), float(high)
@@ -624,11 +628,11 @@ def figures_of_merit(cm: torch.Tensor | Sequence[Sequence[float]]) -> dict[str, 
     Returns:
         Plain Python floats keyed by the names above, plus ``TP``, ``FP``, ``TN``, ``FN``.
     """
-    t = torch.as_tensor(cm).detach().to("cpu", torch.float64)
+    t = torch.as_tensor(cm).detach()
     if t.shape != (2, 2):
         raise BadValueError(f"figures_of_merit: need a 2x2 confusion matrix, got shape "
                             f"{tuple(t.shape)}")
-    (tn, fp), (fn, tp) = t.tolist()
+    (tn, fp), (fn, tp) = ([float(v) for v in row] for row in t.cpu().tolist())
     p, n = tp + fn, tn + fp
     tpr, tnr = _ratio(tp, p), _ratio(tn, n)
     fpr, fnr = _ratio(fp, n), _ratio(fn, p)
@@ -708,6 +712,12 @@ def _json_safe(value: Any, path: str, flags: dict[str, str]) -> Any:
 # -------------------------------------------------------------------------- evaluations
 
 
+def _row_normalized(cm: torch.Tensor) -> torch.Tensor:
+    """Each row of a confusion matrix divided by its sum (NaN for an empty row)."""
+    rows = cm.sum(1, keepdim=True).to(float_dtype(cm.device))
+    return cm.to(rows.dtype) / torch.where(rows > 0, rows, math.nan)
+
+
 def _floats(x: torch.Tensor) -> list[float]:
     return [float(v) for v in x.detach().cpu().reshape(-1).tolist()]
 
@@ -762,7 +772,7 @@ def evaluate_binary(scores: torch.Tensor, labels: torch.Tensor, *,
         raise EmptyInputError("evaluate_binary: no scores given; there is nothing to evaluate")
     is_signal = _check_labels(labels, scores.shape[0], scores.device)
     wps = [float(w) for w in working_points]
-    _check_efficiency(wps + [threshold_efficiency])
+    _check_efficiency(wps + [threshold_efficiency], float_dtype(scores.device))
     warnings: list[str] = []
     roc = roc_curve(scores, is_signal)
     both = roc.n_signal > 0 and roc.n_background > 0
@@ -805,8 +815,7 @@ def evaluate_binary(scores: torch.Tensor, labels: torch.Tensor, *,
     out["threshold"] = float(threshold)
     out["threshold_efficiency"] = float(threshold_efficiency)
     cm = confusion_matrix(scores >= threshold, is_signal, 2)
-    rows = cm.sum(1, keepdim=True).to(torch.float64)
-    normalized = cm.to(torch.float64) / torch.where(rows > 0, rows, math.nan)
+    normalized = _row_normalized(cm)
     out["confusion_matrix"] = {"labels": ["background", "signal"],
                                "counts": cm.cpu().tolist(),
                                "normalized": normalized.cpu().tolist()}
@@ -846,11 +855,10 @@ def evaluate_multiclass(scores: torch.Tensor, labels: torch.Tensor,
     if scores.shape[0] == 0:
         raise EmptyInputError("evaluate_multiclass: no entries to evaluate")
     if not torch.is_floating_point(scores):
-        scores = scores.to(torch.float64)
+        scores = scores.to(float_dtype(scores.device))
     _check_finite(scores, "scores")
     cm = confusion_matrix(scores.argmax(1), labels.to(scores.device), len(names))
-    rows = cm.sum(1, keepdim=True).to(torch.float64)
-    normalized = cm.to(torch.float64) / torch.where(rows > 0, rows, math.nan)
+    normalized = _row_normalized(cm)
     labels = labels.to(scores.device)
     aucs: dict[str, float] = {}
     warnings: list[str] = []

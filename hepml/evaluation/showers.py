@@ -40,6 +40,7 @@ from torch import nn
 from hepml.errors import BadValueError, EmptyInputError, HepmlError
 from hepml.evaluation.metrics import bootstrap_auc, roc_auc
 from hepml.io.calo import CALOGAN, CaloLayout, Showers
+from hepml.training.device import float_dtype
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,6 @@ HIGH_LEVEL: tuple[str, ...] = high_level_names(CALOGAN.n_layers)
 # ------------------------------------------------------------------------------ helpers
 
 
-def _float_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 def _tensor(x: Any, name: str, device: torch.device | None = None) -> torch.Tensor:
     """``x`` as a floating tensor (on ``device`` when given); raise on NaN or inf."""
     if hasattr(x, "detach"):
@@ -108,7 +105,7 @@ def _tensor(x: Any, name: str, device: torch.device | None = None) -> torch.Tens
     if not t.is_floating_point():
         if t.dtype == torch.bool or t.is_complex():
             raise BadValueError(f"{name}: need real numbers, got dtype {t.dtype}")
-        t = t.to(_float_dtype(t.device))
+        t = t.to(float_dtype(t.device))
     bad = ~torch.isfinite(t)
     if bool(bad.any()):
         raise BadValueError(f"{name}: {int(bad.sum())} of {t.numel()} values are NaN or "
@@ -189,7 +186,7 @@ def shower_observables(layers: Sequence[torch.Tensor | np.ndarray],
         raise BadValueError("shower_observables: no layers given")
     first = _tensor(layers[0], "layer_0")
     device = first.device
-    dtype = _float_dtype(device)
+    dtype = float_dtype(device)
     cells = [first.to(dtype)] + [_tensor(x, f"layer_{i}", device).to(dtype)
                                  for i, x in enumerate(layers[1:], start=1)]
     shapes = tuple(tuple(int(s) for s in x.shape[1:]) for x in cells)
@@ -285,7 +282,7 @@ def _histogram(values: torch.Tensor, edges: torch.Tensor, *, clip: bool) -> torc
 
 def _edges(values: torch.Tensor, bins: int | torch.Tensor | np.ndarray | Sequence[float],
            other: torch.Tensor | None, name: str) -> torch.Tensor:
-    dtype = _float_dtype(values.device)
+    dtype = float_dtype(values.device)
     if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
         if int(bins) < 1:
             raise BadValueError(f"{name}: bins must be >= 1, got {bins}")
@@ -335,7 +332,7 @@ def separation_power(reference: torch.Tensor | np.ndarray, generated: torch.Tens
     if ref.numel() == 0 or gen.numel() == 0:
         raise EmptyInputError(f"separation_power: an empty sample ({ref.numel()} reference, "
                               f"{gen.numel()} generated values)")
-    dtype = _float_dtype(ref.device)
+    dtype = float_dtype(ref.device)
     ref, gen = ref.to(dtype), gen.to(dtype)
     edges = _edges(ref, bins, gen, "separation_power")
     h_r = _histogram(ref, edges, clip=True)
@@ -401,7 +398,7 @@ def high_level_features(obs: Mapping[str, torch.Tensor], names: Sequence[str] | 
     if not names:
         raise BadValueError("high_level_features: no features selected")
     first = _tensor(obs[names[0]], names[0])
-    dtype = _float_dtype(first.device)
+    dtype = float_dtype(first.device)
     cols = [_tensor(obs[n], n, first.device).to(dtype).reshape(-1) for n in names]
     if len({c.numel() for c in cols}) > 1:
         raise BadValueError(f"high_level_features: observables of different lengths "
@@ -605,7 +602,7 @@ def response_vs_energy(incident: torch.Tensor, response: torch.Tensor, *,
         EmptyInputError: No showers and no edges to bin them in.
     """
     x = _tensor(incident, "response_vs_energy: incident").reshape(-1)
-    dtype = _float_dtype(x.device)
+    dtype = float_dtype(x.device)
     x = x.to(dtype)
     r = _tensor(response, "response_vs_energy: response", x.device).to(dtype).reshape(-1)
     if x.shape != r.shape:
@@ -731,7 +728,7 @@ def compare_showers(reference: Showers, generated: Showers, *, layout: CaloLayou
         lo, hi = 0.0, 1.0
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
-    edges = torch.linspace(lo, hi, int(response_bins) + 1, dtype=_float_dtype(dev), device=dev)
+    edges = torch.linspace(lo, hi, int(response_bins) + 1, dtype=float_dtype(dev), device=dev)
     response = {name: {k: v.cpu() for k, v in response_vs_energy(
         _tensor(s.energy, "energy", dev), obs["response"], bins=edges).items()}
         for name, s, obs in (("reference", reference, obs_ref),

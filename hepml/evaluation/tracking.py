@@ -70,6 +70,7 @@ from hepml.evaluation.metrics import (
     json_safe,
     roc_auc,
 )
+from hepml.training.device import float_dtype
 
 __all__ = [
     "TrackMatch",
@@ -190,7 +191,7 @@ def _values(x: Any, name: str, n: int | None = None,
     if x.dtype == torch.bool or x.is_complex():
         raise BadValueError(f"{name} must be real numbers, got dtype {x.dtype}")
     _check_size_device(x, name, n, device)
-    x = x.to(torch.float64)
+    x = x.to(float_dtype(x.device))
     _check_finite(x, name)
     return x
 
@@ -538,9 +539,9 @@ def efficiency_vs(variable: torch.Tensor, matched: torch.Tensor,
         lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
         if hi <= lo:
             lo, hi = lo - 0.5, hi + 0.5
-        edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64, device=dev)
+        edges = torch.linspace(lo, hi, bins + 1, dtype=float_dtype(dev), device=dev)
     else:
-        edges = torch.as_tensor(bins, dtype=torch.float64).to(dev).reshape(-1)
+        edges = torch.as_tensor(bins, dtype=float_dtype(dev)).to(dev).reshape(-1)
         if edges.numel() < 2 or not bool((edges[1:] > edges[:-1]).all()):
             raise BadValueError(f"efficiency_vs: bin edges must increase, at least two, got "
                                 f"{edges.tolist()}")
@@ -550,7 +551,7 @@ def efficiency_vs(variable: torch.Tensor, matched: torch.Tensor,
     inside = (idx >= 0) & (idx < n_bins)
     total = torch.bincount(idx[inside], minlength=n_bins)
     n_pass = torch.bincount(idx[inside & passed], minlength=n_bins)
-    tot = total.to(torch.float64)
+    tot = total.to(edges.dtype)
     eff = n_pass / tot.where(total > 0, math.nan)
     err = torch.sqrt((eff * (1 - eff)).clamp(min=0) / tot)
     return BinnedEfficiency(edges, eff, err, total, n_pass)
@@ -621,7 +622,8 @@ def trackml_pt_weight(pt: torch.Tensor) -> torch.Tensor:
     Returns:
         float64 weights of the shape of ``pt``.
     """
-    pt = torch.as_tensor(pt).to(torch.float64)
+    pt = torch.as_tensor(pt)
+    pt = pt.to(float_dtype(pt.device))
     ramp = 0.2 + 0.8 * (pt - 0.5) / 2.5
     w = torch.where(pt <= 0.5, 0.2, torch.where(pt < 3.0, ramp, 1.0))
     return torch.where(pt < 0.05, 0.0, w)
@@ -636,10 +638,11 @@ def trackml_order_weights(device: torch.device | str | None = None) -> torch.Ten
     1))`` with linear interpolation between the nine proposal points, and each row is
     normalised to sum 1. Rows below 4 hits are 0.
     """
-    proposal = torch.tensor(TRACKML_ORDER_PROPOSAL, dtype=torch.float64, device=device)
+    wide = float_dtype(device if device is not None else "cpu")
+    proposal = torch.tensor(TRACKML_ORDER_PROPOSAL, dtype=wide, device=device)
     last = proposal.numel() - 1
-    nh = torch.arange(_ORDER_MAX_HITS + 1, dtype=torch.float64, device=device)[:, None]
-    i = torch.arange(_ORDER_MAX_HITS, dtype=torch.float64, device=device)[None, :]
+    nh = torch.arange(_ORDER_MAX_HITS + 1, dtype=wide, device=device)[:, None]
+    i = torch.arange(_ORDER_MAX_HITS, dtype=wide, device=device)[None, :]
     u = i * last / (nh - 1).clamp(min=1)
     lo = u.floor().clamp(0, last - 1).long()
     frac = (u - lo).clamp(0, 1)
@@ -753,10 +756,10 @@ def trackml_weights(hit_event: torch.Tensor, hit_particle: torch.Tensor, hit_z: 
     nh = nhits[hit_p].clamp(max=_ORDER_MAX_HITS)
     w_order = torch.where(ihit < _ORDER_MAX_HITS, table[nh, ihit.clamp(max=_ORDER_MAX_HITS - 1)],
                           0.0)
-    weights = torch.zeros(n, dtype=torch.float64, device=dev)
+    weights = torch.zeros(n, dtype=float_dtype(dev), device=dev)
     weights[real] = w_pt * w_order
     events, event_idx = torch.unique(he, return_inverse=True)
-    total = torch.zeros(events.numel(), dtype=torch.float64, device=dev).index_add_(
+    total = torch.zeros(events.numel(), dtype=weights.dtype, device=dev).index_add_(
         0, event_idx, weights)
     return weights / torch.where(total > 0, total, 1.0)[event_idx]
 
@@ -796,7 +799,7 @@ def trackml_score(hit_event: torch.Tensor, hit_particle: torch.Tensor, hit_track
     if m.best.numel():  # no track at all: nothing is good
         good &= m.matched[t] & (m.hit_p == m.best[t])
     n_e = events.numel()
-    zeros = torch.zeros(n_e, dtype=torch.float64, device=he.device)
+    zeros = torch.zeros(n_e, dtype=w.dtype, device=he.device)
     total = zeros.index_add(0, event_idx, w)
     passed = zeros.index_add(0, event_idx, torch.where(good, w, 0.0))
     scores = passed / torch.where(total != 0, total, math.nan)

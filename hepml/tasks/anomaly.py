@@ -67,6 +67,7 @@ from hepml.training import (
     load_checkpoint,
     model_from_checkpoint,
     resolve_device,
+    to_device,
 )
 
 log = logging.getLogger(__name__)
@@ -341,13 +342,13 @@ def chunk_scores(model: torch.nn.Module, x: torch.Tensor, extras: dict[str, np.n
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device)
         s = model.anomaly_scores(xb)
-        parts["score"].append(_combine(s, score, n_inputs).double().cpu())
-        parts["reconstruction_error"].append(s["reconstruction_error"].double().cpu())
+        parts["score"].append(_combine(s, score, n_inputs).cpu().double())
+        parts["reconstruction_error"].append(s["reconstruction_error"].cpu().double())
         if "kl" in s:
-            parts["kl"].append(s["kl"].double().cpu())
+            parts["kl"].append(s["kl"].cpu().double())
         if features:
-            parts["squared_error"].append(s["squared_error"].double().cpu())
-            parts["reconstruction"].append(s["reconstruction"].double().cpu())
+            parts["squared_error"].append(s["squared_error"].cpu().double())
+            parts["reconstruction"].append(s["reconstruction"].cpu().double())
     cat = {k: torch.cat(v).numpy() if v else None for k, v in parts.items()}
     if eligible is None:
         eligible = np.ones(len(x), bool)
@@ -698,7 +699,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         else:
             labelled_metrics = True
     if labelled and labelled_metrics:
-        score_t = torch.from_numpy(result.score[sel]).to(device)
+        score_t = to_device(result.score[sel], device)
         is_sig = torch.from_numpy(labels[sel] != background).to(device)
         sig_metrics, (roc, sig_eff, sic) = _signal_metrics(
             score_t, is_sig, a, cfg.evaluation.working_points, cfg.seed)
@@ -717,8 +718,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
             mass = np.concatenate([data.extras(i)[a.mass] for i in range(len(data.source.chunks))])
             bkg = test & (labels == background)
             sculpt = anomaly_metrics.mass_sculpting(
-                torch.from_numpy(mass[bkg].astype(np.float64)).to(device),
-                torch.from_numpy(result.score[bkg]).to(device),
+                to_device(mass[bkg].astype(np.float64), device),
+                to_device(result.score[bkg], device),
                 list(a.background_efficiencies), bins=a.mass_bins, seed=cfg.seed)
             metrics["mass_sculpting"] = {"field": a.mass, **sculpt}
             plots += anomaly_plots.plot_mass_sculpting(sculpt, a.mass, run_dir / "mass_sculpting")

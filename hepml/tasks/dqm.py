@@ -69,6 +69,7 @@ from hepml.training import (
     Trainer,
     chunk_moments,
     distributed,
+    float_dtype,
     load_checkpoint,
     model_from_checkpoint,
     resolve_device,
@@ -650,7 +651,7 @@ def dqm_metrics(scored: ScoredRun, data: LumisectionData, *, threshold: float,
             (``None``: all good LS).
         efficiency_splits: Splits whose faulty LS enter the efficiencies (``None``: all).
     """
-    dtype = torch.float32 if device.type == "mps" else torch.float64
+    dtype = float_dtype(device)
     score = torch.as_tensor(scored.score, dtype=dtype, device=device)
     valid = torch.as_tensor(~data.excluded, device=device)
     flagged = valid & (torch.nan_to_num(score, nan=-math.inf) > threshold)
@@ -926,7 +927,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
              data.num_entries / max(scored.seconds, 1e-9))
 
     # threshold on the validation LS (good ones when the truth is known)
-    dtype = torch.float32 if device.type == "mps" else torch.float64
+    dtype = float_dtype(device)
     val_scores = torch.as_tensor(scored.score[val_sel], dtype=dtype, device=device)
     threshold = _threshold(val_scores, dqm.false_alarm_rate)
     flagged = ~data.excluded & (np.nan_to_num(scored.score, nan=-np.inf) > threshold)

@@ -18,6 +18,7 @@ follower steps only.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 
@@ -28,6 +29,7 @@ from torch import nn
 from hepml.errors import BadValueError, ConfigError
 from hepml.representations.hits import HitArrays, layer_pair_edges, window_ranges, wrap_phi
 from hepml.representations.track_sequences import TrackSequenceConfig, track_features
+from hepml.training.device import supports_float64
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +292,11 @@ def follow_tracks(
         raise BadValueError(f"follow_tracks: layer_radii must give {n_layers} radii (one per "
                             f"layer), got shape {radii.shape}")
     dev = torch.device(device) if device is not None else _model_device(model)
+    if not supports_float64(dev):
+        # hits are addressed by float64 keys (event, layer, phi): no float32 substitute
+        log.info("track following runs on the CPU: %s has no float64", dev)
+        dev = torch.device("cpu")
+        model = copy.deepcopy(model).to(dev)
     n_total = len(hits)
     s, k = seeds.shape
     if s == 0 or n_total == 0:

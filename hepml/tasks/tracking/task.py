@@ -46,7 +46,7 @@ from hepml.tasks.rundir import open_run_dir
 from hepml.tasks.tagging import SPLIT_NAMES, assign_split
 from hepml.tasks.tracking.graph_building import tracks_from_edges
 from hepml.tasks.tracking.lstm_following import find_seeds, follow_tracks
-from hepml.training import ChunkedDataset, Trainer, distributed, resolve_device
+from hepml.training import ChunkedDataset, Trainer, distributed, resolve_device, to_device
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +405,7 @@ def _evaluate(hits: dict[str, np.ndarray], particles: dict[str, np.ndarray],
     sel_p = particles["split"] == which
 
     def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+        return to_device(np.ascontiguousarray(a), device)
 
     he, hp, ht = t(hits["event"][sel_h]), t(hits["particle"][sel_h]), t(hits["track"][sel_h])
     pe, pid = t(particles["event"][sel_p]), t(particles["id"][sel_p].astype(np.int64))
