@@ -93,6 +93,12 @@ def test_cli_predict_and_evaluate(small_run, jets_sample, tmp_path, capsys):
     friend = out / "predictions" / f"{jets_sample.stem}.predictions.root"
     with uproot.open(friend) as f:
         assert f["predictions"].num_entries == uproot.open(jets_sample)["tree"].num_entries
+        scored = f["predictions"]["score_top"].array(library="np")
+    # the run's own scores are hepml predict's: same model, float32, same entries
+    run_friend = run_dir / "predictions" / f"{jets_sample.stem}.predictions.root"
+    with uproot.open(run_friend) as f:
+        in_run = f["predictions"]["score_top"].array(library="np")
+    np.testing.assert_array_equal(scored[:len(in_run)], in_run)
     assert main(["evaluate", str(friend), "--out", str(tmp_path / "eval"), "--bootstrap", "5",
                  "--split", "all"]) == 0
     assert (tmp_path / "eval" / "metrics.json").exists()
