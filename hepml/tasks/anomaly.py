@@ -784,7 +784,7 @@ class _ScanJob:
         def load() -> tuple[torch.nn.Module, torch.device]:
             model = model_from_checkpoint(load_checkpoint(self.checkpoint),
                                           source=self.checkpoint)
-            dev = resolve_device(self.device)
+            dev = resolve_device(self.device, what="--device")
             return model.to(dev).eval(), dev
 
         return scoring.cached(("anomaly", scoring.file_key(self.checkpoint), self.device), load)

@@ -376,7 +376,7 @@ def _plots(run_dir: Path, reference: Showers, generated: Showers, comparison: di
 def load_generator(checkpoint: str | Path, *, device: str | torch.device = "auto"
                    ) -> tuple[torch.nn.Module, torch.device]:
     """The trained CaloGAN of ``checkpoint`` on ``device`` (``auto``: the best one)."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device, what="--device") if isinstance(device, str) else device
     state = load_checkpoint(checkpoint, map_location="cpu")
     spec = state.get("model") or {}
     if spec.get("kind") != "calogan":

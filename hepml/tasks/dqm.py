@@ -1110,7 +1110,7 @@ def score_files(checkpoint: str | Path, files: Sequence[str], out_dir: str | Pat
     data = LumisectionData(data_config, representation, dqm, seed=0, with_truth=with_truth,
                            cache=False)
     model = model_from_checkpoint(state, source=checkpoint)
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="--device")
     model.to(dev)
     flatten = state["model"]["kind"] == "autoencoder"
     scored = score_lumisections(model, data, device=dev, flatten=flatten, dqm=dqm,

@@ -426,7 +426,7 @@ def _score(state: dict[str, Any], data: TaggingData, *, device: str, batch_size:
            ) -> tuple[np.ndarray, np.ndarray | None]:
     """Softmax scores (and labels, if read) of every entry of ``data`` in order."""
     model = model_from_checkpoint(state)
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="--device")
     model.to(dev).eval()
     outs, labels = [], []
     with torch.no_grad():
@@ -493,7 +493,7 @@ class _PredictJob:
     def _model(self) -> tuple[torch.nn.Module, torch.device]:
         def load() -> tuple[torch.nn.Module, torch.device]:
             model = model_from_checkpoint(load_checkpoint(self.checkpoint), source=self.checkpoint)
-            dev = resolve_device(self.device)
+            dev = resolve_device(self.device, what="--device")
             return model.to(dev).eval(), dev
 
         return scoring.cached(("tagging", scoring.file_key(self.checkpoint), self.device), load)
@@ -649,7 +649,7 @@ def evaluate(files: Sequence[str], out_dir: str | Path, *, signal_class: str | N
     if signal_class is not None and signal_class not in class_names:
         raise ConfigError(f"--signal-class {signal_class!r} is not one of {class_names}")
     sig = class_names.index(signal_class) if signal_class else len(class_names) - 1
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="--device")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return report_metrics(scores.to(dev), labels.to(dev), class_names=class_names, signal_index=sig,
@@ -691,7 +691,7 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Seque
     """
     if len(run_dirs) < 1:
         raise ConfigError("compare: give at least one run directory")
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="--device")
     curves, table, reference = {}, {}, None
     for k, run_dir in enumerate(map(Path, run_dirs)):
         files = _prediction_files(run_dir)
@@ -775,7 +775,7 @@ def generator_shift(run_dir: str | Path, samples: dict[str, Sequence[str]], out_
     state = load_checkpoint(checkpoint)
     data_cfg = from_mapping(DataConfig, state["config"]["data"], where="checkpoint data")
     class_names, sig = list(data_cfg.class_names), data_cfg.signal_index
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="--device")
     files = _prediction_files(run_dir)
     score_name = f"score_{class_names[sig]}"
     arrays = read([str(f) for f in files], "predictions", [score_name, "label", "split"])
