@@ -527,7 +527,8 @@ def calibrate(model: torch.nn.Module, data: LumisectionData, selection: np.ndarr
     for i in chunks:
         sel = torch.from_numpy(selection[data.chunk_slice(i)])
         r = _residuals(model, data.chunk(i).maps[sel], device=device, flatten=flatten,
-                       batch_size=dqm.inference_batch).double()
+                       batch_size=dqm.inference_batch)
+        r = r.to(float_dtype(r.device))
         part = r.square().sum(0)
         total = part if total is None else total + part
         n += len(r)
@@ -541,7 +542,8 @@ def calibrate(model: torch.nn.Module, data: LumisectionData, selection: np.ndarr
         sel = torch.from_numpy(selection[data.chunk_slice(i)])
         pull = _pulls(model, data.chunk(i).maps[sel], calibration, device=device,
                       flatten=flatten, batch_size=dqm.inference_batch)
-        t, names = multiscale_statistics(pull.double().square().reshape(-1, *shape),
+        t, names = multiscale_statistics(pull.to(float_dtype(pull.device)).square()
+                                         .reshape(-1, *shape),
                                          data.representation.layout, dqm.windows)
         stats.append(t.cpu())
     t = torch.cat(stats)
@@ -587,7 +589,8 @@ def score_lumisections(model: torch.nn.Module, data: LumisectionData, *, device:
         x = chunk.maps[torch.from_numpy(keep)]
         pull = _pulls(model, x, calibration, device=device, flatten=flatten,
                       batch_size=dqm.inference_batch)
-        pull2 = pull.double().square()
+        wide = float_dtype(pull.device)
+        pull2 = pull.to(wide).square()
         if calibration.score == "multiscale":
             t, _ = multiscale_statistics(pull2.reshape(-1, *shape), data.representation.layout,
                                          calibration.windows)
@@ -606,16 +609,16 @@ def score_lumisections(model: torch.nn.Module, data: LumisectionData, *, device:
             mask = torch.from_numpy(chunk.mask[keep].reshape(len(x), -1)).to(device).bool()
             n_mask = mask.sum(1)
             has = n_mask > 0
-            hit1 = mask.gather(1, idx[:, :1]).squeeze(1).double()
+            hit1 = mask.gather(1, idx[:, :1]).squeeze(1).to(wide)
             cap = min(dqm.topk_cap, absr.shape[1])
             order = absr.topk(cap, dim=1).indices
             cum = mask.gather(1, order).long().cumsum(1)
             k = n_mask.clamp(min=1, max=cap)
-            prec = cum.gather(1, (k - 1)[:, None]).squeeze(1).double() / k.double()
+            prec = cum.gather(1, (k - 1)[:, None]).squeeze(1).to(wide) / k.to(wide)
             nan = torch.full_like(prec, math.nan)
             top1[pos] = torch.where(has, hit1, nan).cpu().numpy()
             precision[pos] = torch.where(has, prec, nan).cpu().numpy()
-            fraction[pos] = torch.where(has, n_mask.double() / mask.shape[1], nan).cpu().numpy()
+            fraction[pos] = torch.where(has, n_mask.to(wide) / mask.shape[1], nan).cpu().numpy()
         if dqm.residual_maps:
             maps = pull.reshape(-1, *shape).cpu().numpy()
             for j in np.argsort(-score[pos], kind="stable")[:dqm.residual_maps]:
@@ -917,7 +920,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         return run_dir
     device = trainer.device
     # a pull is at least one count per LS away: floor / scale in residual units
-    spread_floor = (floor / trainer.module.scale.detach().reshape(-1).double().cpu()
+    spread_floor = (floor / trainer.module.scale.detach().reshape(-1).cpu().double()
                     if floor > 0 else torch.zeros(int(std.numel()), dtype=torch.float64))
     calibration = calibrate(trainer.module, data, train_sel, dqm=dqm, device=device,
                             flatten=flatten, floor=spread_floor)
