@@ -30,8 +30,10 @@ def _mps_available() -> bool:
 
 
 def _torchrun_local_rank() -> int | None:
-    """``LOCAL_RANK`` when launched by torchrun with several processes, else ``None``."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+    """``LOCAL_RANK`` when launched by torchrun, else ``None``."""
+    from hepml.training import distributed
+
+    if distributed._launched() and "LOCAL_RANK" in os.environ:
         return int(os.environ["LOCAL_RANK"])
     return None
 

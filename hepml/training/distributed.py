@@ -35,7 +35,9 @@ __all__ = ["DistributedError", "init_from_env", "local_device", "rank", "world_s
 
 
 def _launched() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available()
+    """Whether torchrun started this process, alone (``--nproc-per-node 1``) or with others."""
+    started = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return started and dist.is_available()
 
 
 def local_device(device: torch.device) -> torch.device:
