@@ -76,3 +76,30 @@ def test_run_all_writes_one_table(tmp_path: Path) -> None:
     md = (out / "results.md").read_text()
     assert "| benchmark | measure |" in md and "build lumisection maps" in md
     assert (out / "logs" / "dqm.log").exists()
+
+
+def test_gpu_check_says_so_and_exits_0_without_cuda() -> None:
+    """On a CPU-only machine the GPU check checks nothing, says so in one line, and succeeds."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device: the check would run")
+    r = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh")], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines() == [
+        f"gpu_check: no CUDA device ({sys.executable}: torch.cuda.is_available() is False); "
+        "nothing was checked"]
+
+
+@pytest.mark.parametrize("step", ["roc", "consistency", "syncs"])
+def test_gpu_check_steps_run_on_the_cpu(tmp_path: Path, step: str) -> None:
+    """The check's Python steps run end to end at tiny sizes on the CPU (--allow-cpu)."""
+    out = tmp_path / f"{step}.json"
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), step, "--allow-cpu",
+                        "--tmp", str(tmp_path), "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    result = json.loads(out.read_text())
+    assert result["step"] == step and not result["failures"] and result["tables"]
