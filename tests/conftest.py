@@ -16,6 +16,14 @@ DATA_SAMPLES = ROOT / "data_samples"
 REALDATA = ROOT.parent / "shared" / "realdata"
 JETS_SAMPLE = DATA_SAMPLES / "top_qcd_jets.root"
 
+#: A small jet-image CNN and a small CaloGAN (three layers of 16, 16 and 8 cells) for
+#: trainer and device tests.
+SMALL_CNN = {"kind": "cnn", "kwargs": {"image_size": [8, 8], "conv_channels": [4, 4],
+                                       "pool_after": [1], "dense": [16], "dropout": 0.2}}
+SMALL_CALOGAN = {"layer_shapes": [[2, 8], [4, 4], [4, 2]], "latent_dim": 8, "channels": 8,
+                 "disc_channels": 4, "disc_features": 8, "minibatch_kernels": 4,
+                 "energy_min": 1.0, "energy_max": 100.0}
+
 
 def write_workflow(workflow: Path, out: Path, overrides: dict, *, files: list,
                    runs_dir: Path | None = None) -> Path:

@@ -14,6 +14,8 @@ import copy
 
 import pytest
 import torch
+from conftest import SMALL_CALOGAN as GAN
+from conftest import SMALL_CNN
 
 from hepml.config import TrainingConfig
 from hepml.models import build_model
@@ -21,12 +23,8 @@ from hepml.representations.knn import knn_indices
 from hepml.training import ChunkedDataset, Trainer, load_checkpoint
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+CNN = {"kind": "cnn", "kwargs": {**SMALL_CNN["kwargs"], "dropout": 0.0}}
 
-CNN = {"kind": "cnn", "kwargs": {"image_size": [8, 8], "conv_channels": [4, 4],
-                                 "pool_after": [1], "dense": [16], "dropout": 0.0}}
-GAN = {"layer_shapes": [[2, 8], [4, 4], [4, 2]], "latent_dim": 8, "channels": 8,
-       "disc_channels": 4, "disc_features": 8, "minibatch_kernels": 4,
-       "energy_min": 1.0, "energy_max": 100.0}
 
 
 @contextlib.contextmanager

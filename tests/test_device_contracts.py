@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_CALOGAN as GAN
+from conftest import SMALL_CNN as CNN
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
@@ -41,11 +43,6 @@ from hepml.training import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CNN = {"kind": "cnn", "kwargs": {"image_size": [8, 8], "conv_channels": [4, 4],
-                                 "pool_after": [1], "dense": [16], "dropout": 0.2}}
-GAN = {"layer_shapes": [[2, 8], [4, 4], [4, 2]], "latent_dim": 8, "channels": 8,
-       "disc_channels": 4, "disc_features": 8, "minibatch_kernels": 4,
-       "energy_min": 1.0, "energy_max": 100.0}
 
 
 # ------------------------------------------------------------------ helpers
