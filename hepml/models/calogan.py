@@ -562,12 +562,11 @@ class CaloGAN(nn.Module):
         autocast = getattr(step, "autocast", None)
         ctx = autocast if autocast is not None else torch.enable_grad
         penalty_grad = getattr(step, "penalty_grad", None)
-        if penalty_grad is not None:
-            def grad(out: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+
+        def grad(out: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+            if penalty_grad is not None:  # the trainer's: safe under mixed precision
                 return penalty_grad("discriminator", out, inputs)
-        else:
-            def grad(out: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-                return list(torch.autograd.grad(out.float().sum(), inputs, create_graph=True))
+            return list(torch.autograd.grad(out.float().sum(), inputs, create_graph=True))
         for _ in range(self.n_critic):
             with torch.no_grad():
                 fake_images, fake_efeat = discriminator_inputs(

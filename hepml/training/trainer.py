@@ -169,7 +169,6 @@ class Trainer:
         # their own (a discriminator's inf must not shrink the generator's scale)
         self.scalers = {name: torch.amp.GradScaler("cuda", enabled=self.amp)
                         for name in self.optimizers}
-        self.scaler = next(iter(self.scalers.values()))
         self.schedulers = {name: self._make_scheduler(opt) for name, opt in self.optimizers.items()}
         self.optimizer = next(iter(self.optimizers.values()))
         self.scheduler = self.schedulers[next(iter(self.optimizers))]
@@ -332,12 +331,13 @@ class Trainer:
         if train:
             total = loss + self._penalty()
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
+            scaler = self.scalers["model"]
+            scaler.scale(total).backward()
             if self.config.grad_clip:
-                self.scaler.unscale_(self.optimizer)
+                scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.module.parameters(), self.config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            scaler.step(self.optimizer)
+            scaler.update()
             self.global_step += 1
         return loss, out, {}
 
