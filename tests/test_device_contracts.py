@@ -519,7 +519,7 @@ if distributed.rank() == 0:
     same = all(torch.equal(everything[0][0], w) for w, _, _ in everything)
     print("RESULT", "same" if same else "differ", [s for _, s, _ in everything],
           [c for _, _, c in everything])
-distributed.shutdown()
+distributed.shutdown(wait=True)
 '''
 
 

@@ -280,7 +280,7 @@ same = all(torch.equal(all_flat[0], f) for f in all_flat)
 losses = distributed.all_gather_object(t.history[-1]["val_loss"])
 if distributed.rank() == 0:
     print("IN SYNC" if same else "OUT OF SYNC", "steps", t.global_step, "val", losses)
-distributed.shutdown()
+distributed.shutdown(wait=True)
 '''
 
 

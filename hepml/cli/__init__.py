@@ -58,11 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         os.environ.setdefault("TQDM_DISABLE", "1")
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from hepml.training import distributed
+
+    launched = distributed.launched()
     if launched:
         signal.signal(signal.SIGTERM, _stopped_by_torchrun)
+    finished = False
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        finished = True
+        return rc
     except HepmlError as exc:
         print(f"hepml {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -71,9 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if launched:
-            from hepml.training import distributed
-
-            distributed.shutdown()
+            # after a job that ended normally the ranks close together (see shutdown)
+            distributed.shutdown(wait=finished)
 
 
 if __name__ == "__main__":  # pragma: no cover

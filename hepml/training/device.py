@@ -33,7 +33,7 @@ def _torchrun_local_rank() -> int | None:
     """``LOCAL_RANK`` when launched by torchrun, else ``None``."""
     from hepml.training import distributed
 
-    if distributed._launched() and "LOCAL_RANK" in os.environ:
+    if distributed.launched() and "LOCAL_RANK" in os.environ:
         return int(os.environ["LOCAL_RANK"])
     return None
 

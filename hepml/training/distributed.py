@@ -29,12 +29,12 @@ from hepml.errors import DistributedError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DistributedError", "init_from_env", "local_device", "rank", "world_size",
+__all__ = ["DistributedError", "launched", "init_from_env", "local_device", "rank", "world_size",
            "is_main_process", "all_reduce_sum", "all_reduce_gradients", "all_gather_object",
            "barrier", "broadcast_object", "broadcast_module", "collective", "shutdown"]
 
 
-def _launched() -> bool:
+def launched() -> bool:
     """Whether torchrun started this process, alone (``--nproc-per-node 1``) or with others."""
     started = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
     return started and dist.is_available()
@@ -65,7 +65,7 @@ def init_from_env(device: torch.device, *, timeout_s: float = 300.0) -> bool:
         timeout_s: How long a collective operation waits for the other ranks before
             this rank stops with :class:`DistributedError`.
     """
-    if not _launched():
+    if not launched():
         return False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
@@ -82,13 +82,19 @@ def init_from_env(device: torch.device, *, timeout_s: float = 300.0) -> bool:
     return True
 
 
-def shutdown() -> None:
+def shutdown(*, wait: bool = False) -> None:
     """Close the process group (if one was started) before the process exits.
 
     Left open, a gloo process group's background threads can abort the interpreter's
     exit ("terminate called without an active exception") after the job's work is done.
+    So can a rank that tears its connections down while another still uses them:
+    ``wait=True`` (after work that ended normally on every rank) first waits for every
+    rank at a barrier, so that all close together. After an error, ranks must not wait.
     """
     if dist.is_available() and dist.is_initialized():
+        if wait and world_size() > 1:
+            with contextlib.suppress(RuntimeError, OSError):
+                dist.barrier()
         dist.destroy_process_group()
 
 
@@ -105,7 +111,7 @@ def world_size() -> int:
     """
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
-    return max(1, int(os.environ.get("WORLD_SIZE", "1"))) if _launched() else 1
+    return max(1, int(os.environ.get("WORLD_SIZE", "1"))) if launched() else 1
 
 
 def is_main_process() -> bool:
