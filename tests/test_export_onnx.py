@@ -297,6 +297,53 @@ def test_failed_check_raises_and_leaves_no_file(tmp_path: Path, monkeypatch: pyt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_best.pt"]
 
 
+def test_message_passing_sums_are_exact_on_every_run(tmp_path: Path) -> None:
+    """Repeated onnxruntime runs of a hit-graph model on several threads give one answer.
+
+    Reference: float64 ``index_add_`` of the same messages. onnxruntime's ``ScatterND``
+    add loses updates on several threads (wrong by O(1) on most runs here), and the
+    exported graph must not use it.
+    """
+    from hepml.models import hit_gnn
+
+    class Sums(torch.nn.Module):
+        def forward(self, h: torch.Tensor, index: torch.Tensor, e: torch.Tensor
+                    ) -> torch.Tensor:
+            return hit_gnn._sum_at(h, index, e)
+
+    gen = torch.Generator().manual_seed(0)
+    h, e = torch.zeros(500, 8), torch.randn(20_000, 8, generator=gen)
+    index = torch.randint(0, 500, (20_000,), generator=gen)
+    want = torch.zeros(500, 8, dtype=torch.float64).index_add_(0, index, e.double()).numpy()
+    path = tmp_path / "sums.onnx"
+    with export_task._quiet_exporter():
+        program = torch.onnx.export(Sums().eval(), (h, index, e), dynamo=True, verbose=False)
+    program.save(str(path))
+    assert "ScatterND" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 4
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = dict(zip([i.name for i in session.get_inputs()],
+                    (h.numpy(), index.numpy(), e.numpy()), strict=True))
+    for _ in range(20):
+        assert np.abs(session.run(None, feed)[0] - want).max() < 1e-4
+
+
+def test_scatter_nd_sums_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose export sums with ScatterND gets ExportError and no file."""
+    from hepml.models import hit_gnn
+
+    def index_add(h: torch.Tensor, index: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(h, dtype=e.dtype).index_add_(0, index, e)
+
+    ckpt = tmp_path / "checkpoint_best.pt"
+    _make_checkpoint("interaction_network", ckpt)
+    monkeypatch.setattr(hit_gnn, "_sum_at", index_add)
+    with pytest.raises(ExportError, match="ScatterND.*scatter_add_"):
+        export_task.export(ckpt, tmp_path / "model.onnx", n_check=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_best.pt"]
+
+
 def test_missing_extra_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture) -> None:
     """Without the ONNX packages, hepml export says in one line how to install them."""

@@ -15,7 +15,7 @@ whichever ``edge_labels`` the hit graphs were made with):
    - edge update ``e <- e + φ_R([e, h_inner, h_outer])``;
    - node update ``h <- h + φ_O([h, Σ e of incoming edges, Σ e of outgoing edges])``,
      incoming edges being those whose outer hit is the node (sums with
-     ``Tensor.index_add_``, no extension library);
+     ``Tensor.index_add_``, or ``scatter_add_`` when exported; no extension library);
 
    the MLPs are shared between rounds (``shared_weights=True``, as Exa.TrkX's
    interaction GNN) or one pair per round;
@@ -176,8 +176,7 @@ class EdgeClassifierIN(nn.Module):
         for i in range(self.n_iterations):
             k = 0 if self.shared_weights else i
             e = e + self.edge_networks[k](torch.cat([e, h[src], h[dst]], dim=-1))
-            incoming = torch.zeros_like(h, dtype=e.dtype).index_add_(0, dst, e)
-            outgoing = torch.zeros_like(h, dtype=e.dtype).index_add_(0, src, e)
+            incoming, outgoing = _sum_at(h, dst, e), _sum_at(h, src, e)
             h = h + self.node_networks[k](torch.cat([h, incoming, outgoing], dim=-1))
         logits = self.output(torch.cat([h[src], h[dst], e], dim=-1)).squeeze(-1)
         if exporting():
@@ -185,6 +184,19 @@ class EdgeClassifierIN(nn.Module):
         out = logits.new_zeros(valid.shape)
         out[valid] = logits
         return out
+
+
+def _sum_at(h: torch.Tensor, index: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """Per node, the sum of the rows of ``e`` whose edge ends at that node (``index``).
+
+    For export this is ``scatter_add`` (ONNX ``ScatterElements``, add): onnxruntime runs
+    ``index_add_``'s ``ScatterND`` add on several threads without making the additions to
+    one node atomic, which loses updates at random (from run to run, on the same inputs).
+    """
+    out = torch.zeros_like(h, dtype=e.dtype)
+    if exporting():
+        return out.scatter_add_(0, index.unsqueeze(-1).expand_as(e), e)
+    return out.index_add_(0, index, e)
 
 
 def _check_below(real: torch.Tensor, h_max: int) -> None:

@@ -631,6 +631,23 @@ def _check_dynamic(proto: Any, kind: str) -> None:
                                   f"another {name} size in ONNX (see docs/export.md)")
 
 
+def _check_scatter(proto: Any, kind: str) -> None:
+    """Raise if the graph sums with ``ScatterND``, which onnxruntime computes wrongly.
+
+    onnxruntime's CPU ``ScatterND`` with a reduction spreads the updates over threads
+    without making the updates of one element atomic: with repeated indices (a
+    message-passing sum) it loses updates at random, differently from run to run
+    (onnxruntime 1.32). ``scatter_add`` exports to ``ScatterElements``, which is exact.
+    """
+    for node in proto.graph.node:
+        reduction = next((a.s.decode() for a in node.attribute if a.name == "reduction"), "none")
+        if node.op_type == "ScatterND" and reduction != "none":
+            raise ExportError(f"model {kind!r}: the exported graph sums with ScatterND "
+                              f"(reduction {reduction!r}, node {node.name!r}), which "
+                              "onnxruntime computes wrongly on several threads; the model "
+                              "must use Tensor.scatter_add_ instead of index_add_ when exporting")
+
+
 def _clear_rnn_dispatch_cache() -> None:
     """Forget the kernels that ``aten.lstm`` and ``aten.gru`` dispatched to.
 
@@ -849,6 +866,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
         f"with torch.onnx.export(dynamo=True)")
     proto = _export_model(model, kind, outputs, inputs, opset)
     _check_dynamic(proto, kind)
+    _check_scatter(proto, kind)
     opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
     fam = FAMILIES[kind]
