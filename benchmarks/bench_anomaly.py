@@ -43,10 +43,10 @@ try:
 except ModuleNotFoundError:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
     from hepml.io import Source
-from hepml.config import DataConfig, from_mapping
-from hepml.tasks import anomaly
-from hepml.tasks.tagging import build_representation
-from hepml.training import load_checkpoint
+from hepml.config import DataConfig, from_mapping  # noqa: E402
+from hepml.tasks import anomaly  # noqa: E402
+from hepml.tasks.tagging import build_representation  # noqa: E402
+from hepml.training import load_checkpoint  # noqa: E402
 
 _CHILD = """
 import json, sys, time
@@ -82,6 +82,7 @@ def child_scan(ckpt: Path, files: list[str], out: Path, threads: int) -> dict:
 
 
 def main() -> None:
+    """Run the benchmark from the command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, type=Path, help="finished anomaly run directory")
     p.add_argument("--file", default=str(ROOT / "data_samples" / "top_qcd_jets.root"))
@@ -136,7 +137,8 @@ def main() -> None:
     print(f"(d) peak resident memory of a scan in a fresh process: {p1:.0f} MB for "
           f"{one['entries']} entries, {p10:.0f} MB for {many['entries']} entries "
           f"(ratio {p10 / p1:.2f}); after imports and the model: {one['base_kb'] / 1024:.0f} MB")
-    print(f"    scan of the {args.copies}x input: {many['entries'] / many['seconds']:.0f} entries/s")
+    print(f"    scan of the {args.copies}x input: "
+          f"{many['entries'] / many['seconds']:.0f} entries/s")
     size, base = f"{n:,} entries", "read the same branches (hepml.io.Source)"
     kind = f"{config['representation']['kind']} -> {state['model']['kind']}"
     write_rows(args.json, [

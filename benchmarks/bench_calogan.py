@@ -65,6 +65,7 @@ def rate(fn, n: int, repeat: int, min_seconds: float) -> float:
 
 
 def reference_rate(batch: int, energy: float | None, repeat: int, min_seconds: float) -> float:
+    """Showers/s of the numpy reference simulation in batches of ``batch``."""
     seed = iter(range(1_000_000))
 
     def call() -> None:
@@ -76,6 +77,7 @@ def reference_rate(batch: int, energy: float | None, repeat: int, min_seconds: f
 
 
 def generator(checkpoint: str | None) -> torch.nn.Module:
+    """The generator of ``checkpoint``, or an untrained one of workflows/calogan.yaml."""
     if checkpoint:
         state = load_checkpoint(checkpoint)
         model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
@@ -86,6 +88,7 @@ def generator(checkpoint: str | None) -> torch.nn.Module:
 
 
 def main() -> None:
+    """Run the benchmark from the command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="a calosim run's checkpoint_best.pt")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of torch (numpy "

@@ -108,7 +108,8 @@ def main() -> None:
     if not representation.bound:
         observed = representation.observed_binning(chunks[0][:1], read_metadata(args.file))
         representation = representation.bind(observed)
-    t_build, maps = best_with_result(lambda: torch.cat([representation(c) for c in chunks]), args.repeat)
+    t_build, maps = best_with_result(lambda: torch.cat([representation(c) for c in chunks]),
+                                     args.repeat)
 
     if spec is None:
         spec = dqm._model_spec(dict(cfg.get("model") or {}), representation)

@@ -34,11 +34,12 @@ try:
 except ModuleNotFoundError:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
     from hepml.io import Source
-from hepml.models import build_model
-from hepml.representations import EventGraphs
+from hepml.models import build_model  # noqa: E402
+from hepml.representations import EventGraphs  # noqa: E402
 
 
 def main() -> int:
+    """Run the benchmark from the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--file", default=str(ROOT / "data_samples" / "events_ttbar_wjets_higgs.root"))
     p.add_argument("--tree", default="tree")

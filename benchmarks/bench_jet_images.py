@@ -81,6 +81,7 @@ def synthetic_file(path: Path, n: int, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark from the command line (or from ``argv``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--file", default="data_samples/top_qcd_jets.root")
     parser.add_argument("--tree", default="tree")

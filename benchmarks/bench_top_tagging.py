@@ -37,6 +37,7 @@ PUBLISHED = {"tagger": "CNN (arXiv:1902.09914)", "auc": 0.981, "rejection@0.3": 
 
 
 def main() -> int:
+    """Run the benchmark from the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jets-per-class", type=int, default=15000)
     p.add_argument("--seed", type=int, default=11, help="generation seed")
@@ -55,16 +56,20 @@ def main() -> int:
         sample = Path(args.file).resolve()
     elif not sample.exists():
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "hepml.cli", "generate", "jets", "--process", "qcd", "top",
+        subprocess.run([sys.executable, "-m", "hepml.cli", "generate", "jets",
+                        "--process", "qcd", "top",
                         "--n-jets", str(args.jets_per_class), str(args.jets_per_class),
-                        "--seed", str(args.seed), "--workers", str(args.workers), "--out", str(sample)],
+                        "--seed", str(args.seed), "--workers", str(args.workers),
+                        "--out", str(sample)],
                        check=True, cwd=ROOT)
         print(f"generated {sample} in {time.perf_counter() - t0:.0f} s")
     if args.generate_only:
         return 0
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "hepml.cli", "-q", "run", "workflows/top_tagging_cnn.yaml",
-                          "--set", f"data.files=[{sample}]", "--set", f"training.epochs={args.epochs}",
+    out = subprocess.run([sys.executable, "-m", "hepml.cli", "-q", "run",
+                          "workflows/top_tagging_cnn.yaml",
+                          "--set", f"data.files=[{sample}]",
+                          "--set", f"training.epochs={args.epochs}",
                           "--runs-dir", str(cache / "runs")],
                          check=True, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -73,7 +78,8 @@ def main() -> int:
     n_train = m["training"]["n_train"]
     rows = [
         ("tagger", "training jets", "AUC", "1/eps_B @ eps_S=0.3", "1/eps_B @ eps_S=0.5"),
-        ("hepml CNN (this run)", f"{n_train}", f"{m['auc']:.4f} [{m['auc_ci'][0]:.4f}, {m['auc_ci'][1]:.4f}]",
+        ("hepml CNN (this run)", f"{n_train}",
+         f"{m['auc']:.4f} [{m['auc_ci'][0]:.4f}, {m['auc_ci'][1]:.4f}]",
          f"{m['rejection']['0.3']['value']:.0f} ± {m['rejection']['0.3']['uncertainty']:.0f}",
          f"{m['rejection']['0.5']['value']:.0f} ± {m['rejection']['0.5']['uncertainty']:.0f}"),
         (PUBLISHED["tagger"], f"{PUBLISHED['training jets']}", f"{PUBLISHED['auc']:.3f}",

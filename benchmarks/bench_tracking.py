@@ -42,11 +42,11 @@ try:
 except ModuleNotFoundError:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
     from hepml.io import Source
-from hepml.io import read_metadata
-from hepml.models import build_model
-from hepml.representations.hits import HitArrays, layer_pair_edges
-from hepml.tasks.tracking import task
-from hepml.training import load_checkpoint
+from hepml.io import read_metadata  # noqa: E402
+from hepml.models import build_model  # noqa: E402
+from hepml.representations.hits import HitArrays, layer_pair_edges  # noqa: E402
+from hepml.tasks.tracking import task  # noqa: E402
+from hepml.training import load_checkpoint  # noqa: E402
 
 
 def all_pairs(hits: HitArrays, pairs, phi_slope_max: float, z0_max: float) -> int:
@@ -68,6 +68,7 @@ def all_pairs(hits: HitArrays, pairs, phi_slope_max: float, z0_max: float) -> in
 
 
 def model_of(workflow: Path, run_dir: str | None, representation) -> tuple[torch.nn.Module, str]:
+    """The trained model of ``run_dir`` or else an untrained one of ``workflow``, with a label."""
     if run_dir:
         state = load_checkpoint(Path(run_dir) / "checkpoint_best.pt")
         spec = state["model"]
@@ -81,6 +82,7 @@ def model_of(workflow: Path, run_dir: str | None, representation) -> tuple[torch
 
 
 def main() -> int:
+    """Run the benchmark from the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--file", default=str(ROOT / "data_samples" / "tracker_hits_ttbar_pu10.root"))
     p.add_argument("--tree", default="hits")
@@ -111,7 +113,8 @@ def main() -> int:
     size, base = f"{n_ev:,} events ({len(hits) / n_ev:,.0f} hits/event)", "read (hepml.io.Source)"
     print(f"(a) read (baseline):          {n_ev / t_read:9.1f} events/s")
 
-    gnn_wf, lstm_wf = ROOT / "workflows" / "tracking_gnn.yaml", ROOT / "workflows" / "tracking_lstm.yaml"
+    gnn_wf, lstm_wf = (ROOT / "workflows" / "tracking_gnn.yaml",
+                       ROOT / "workflows" / "tracking_lstm.yaml")
     rep_g = task.build_representation(yaml.safe_load(gnn_wf.read_text())["representation"])
     c = rep_g.config
     t_graph = best(lambda: rep_g(events), args.repeat)
@@ -121,7 +124,8 @@ def main() -> int:
     t_windows = best(lambda: layer_pair_edges(hits_sub, c.pairs, phi_slope_max=c.phi_slope_max,
                                               z0_max=c.z0_max), args.repeat)
     t_dense = best(lambda: all_pairs(hits_sub, c.pairs, c.phi_slope_max, c.z0_max), 1)
-    n_win = len(layer_pair_edges(hits_sub, c.pairs, phi_slope_max=c.phi_slope_max, z0_max=c.z0_max)[0])
+    n_win = len(layer_pair_edges(hits_sub, c.pairs, phi_slope_max=c.phi_slope_max,
+                                 z0_max=c.z0_max)[0])
     n_dense = all_pairs(hits_sub, c.pairs, c.phi_slope_max, c.z0_max)
     assert n_win == n_dense, (n_win, n_dense)
     rows.append(row("tracking", "hit graphs", size, "events/s", n_ev / t_graph, base,

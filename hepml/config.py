@@ -1,22 +1,29 @@
 """Typed, frozen configuration loaded from workflow YAML files.
 
 A workflow file is one reproducible job. It loads into :class:`WorkflowConfig`, made of
-frozen dataclasses; unknown keys are rejected with the closest valid key suggested
-(:class:`hepml.errors.UnknownKeyError`), wrong types and values with a
-:class:`hepml.errors.ConfigError` that names the key. Sections that belong to a pluggable
-part (``representation``, ``model``) are kept as plain mappings here and checked by that
-part's own config class, so this module does not import the layers above it.
+frozen dataclasses whose type hints are the schema: :func:`from_mapping` validates a
+mapping against them with pydantic (``extra="forbid"``, no silent coercion of strings or
+booleans to numbers), rejects unknown keys with the closest valid key suggested
+(:class:`hepml.errors.UnknownKeyError`) and wrong types and values with a
+:class:`hepml.errors.ConfigError` that names the key path. The same hints give the JSON
+Schema of every section (:func:`json_schema`). Sections that belong to a pluggable part
+(``representation``, ``model``, a task's own section) are mappings here; the layer that
+owns each part declares its schema, and :mod:`hepml.tasks.workflow` checks the whole
+workflow before any work starts, so this module imports no layer above it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import pydantic
 import yaml
 
 from hepml.errors import ConfigError, UnknownKeyError
@@ -28,87 +35,233 @@ __all__ = [
     "ApplyConfig",
     "WorkflowConfig",
     "load_workflow",
+    "validate",
+    "raise_validation_error",
     "from_mapping",
+    "schema_model",
+    "signature_model",
+    "json_schema",
     "to_dict",
+    "Positive",
+    "NonNegative",
 ]
 
 T = TypeVar("T")
 
+Positive = pydantic.Field(gt=0)
+NonNegative = pydantic.Field(ge=0)
+_SCALARS = (int, float, bool, str)
 
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Coerce ``value`` to ``hint`` where harmless (int -> float, list -> tuple), else raise."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
+
+def _strict(hint: Any) -> Any:
+    """The pydantic type of a dataclass or signature hint.
+
+    Numbers, booleans and strings are strict (YAML already types them: ``"3"`` or ``true``
+    for a number is a mistake); an int is accepted for a float. Sequences become tuples
+    and accept lists. Nested config dataclasses become their schema models.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is inspect.Parameter.empty:
+        return Any
+    if origin is Annotated:
+        return Annotated[(_strict(args[0]), *hint.__metadata__)]
+    if hint in _SCALARS:
+        return Annotated[hint, pydantic.Strict()]
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        return typing.Union[tuple(_strict(a) for a in args)]  # noqa: UP007
     if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin in (tuple, list):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        inner = args[0] if args else Any
-        return tuple(_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+        return hint
+    if origin in (tuple, list, Sequence) or hint in (tuple, list, Sequence):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return tuple[tuple(_strict(a) for a in args)]
+        return tuple[_strict(args[0]) if args else Any, ...]
     if origin in (dict, Mapping) or hint in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        return dict[str, _strict(args[1]) if len(args) == 2 else Any]
     if dataclasses.is_dataclass(hint):
-        return from_mapping(hint, value, where=where)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
+        return schema_model(hint)
+    return hint
+
+
+def _docs(cls: Any) -> dict[str, str]:
+    """``Attributes:`` (or ``Args:``) entries of a Google docstring, by name."""
+    out: dict[str, str] = {}
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    name, indent, inside = None, 0, False
+    for line in lines:
+        stripped = line.strip()
+        if stripped in ("Attributes:", "Args:"):
+            inside, name = True, None
+            continue
+        if inside and stripped and not line.startswith(" "):
+            inside = False
+        if not inside or not stripped:
+            continue
+        lead = len(line) - len(line.lstrip())
+        head, sep, rest = stripped.partition(":")
+        if sep and (name is None or lead <= indent) and head.replace("_", "").isalnum():
+            name, indent = head, lead
+            out[name] = rest.strip()
+        elif name is not None:
+            out[name] += " " + stripped
+    return out
+
+
+def _model_config(title: str, doc: str | None) -> pydantic.ConfigDict:
+    return pydantic.ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
+                               title=title, json_schema_extra={"description": doc} if doc else None)
+
+
+@functools.cache
+def schema_model(cls: type) -> type[pydantic.BaseModel]:
+    """The pydantic model of the config dataclass ``cls`` (its schema; cached)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    docs = _docs(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = pydantic.Field(default=f.default, description=docs.get(f.name))
+        elif f.default_factory is not dataclasses.MISSING:
+            default = pydantic.Field(default_factory=f.default_factory,
+                                     description=docs.get(f.name))
+        else:
+            default = pydantic.Field(description=docs.get(f.name))
+        fields[f.name] = (_strict(hints[f.name]), default)
+    summary = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0] or None
+    return pydantic.create_model(cls.__name__, __config__=_model_config(cls.__name__, summary),
+                                 **fields)
+
+
+def signature_model(func: Callable[..., Any], title: str, *, exclude: Sequence[str] = (),
+                    extra: Mapping[str, Any] | None = None, doc: Any = None
+                    ) -> type[pydantic.BaseModel]:
+    """A pydantic model of ``func``'s keyword arguments (a model's hyperparameters).
+
+    Args:
+        func: A callable with annotated parameters (e.g. a model class's ``__init__``).
+        title: The schema's title.
+        exclude: Parameters that are not written in a workflow (set from the data).
+        extra: Further fields, name -> (type, default), e.g. ``kind``.
+        doc: What holds the ``Args:`` docstring (default: ``func``), e.g. the class.
+    """
+    hints = typing.get_type_hints(func, include_extras=True)
+    docs = _docs(doc if doc is not None else func)
+    fields: dict[str, Any] = dict(extra or {})
+    for name, p in inspect.signature(func).parameters.items():
+        if name == "self" or name in exclude or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = ... if p.default is p.empty else p.default
+        fields[name] = (_strict(hints.get(name, Any)),
+                        pydantic.Field(default=default, description=docs.get(name)))
+    return pydantic.create_model(title, __config__=_model_config(title, None), **fields)
+
+
+def _as_dataclass(cls: type, model: pydantic.BaseModel) -> Any:
+    """The dataclass instance of a validated schema model (only the keys given)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _plain(getattr(model, name), hints[name]) for name in model.model_fields_set}
+    return cls(**kwargs)
+
+
+def _plain(value: Any, hint: Any) -> Any:
+    if isinstance(value, pydantic.BaseModel):
+        target = next((a for a in (hint, *typing.get_args(hint))
+                       if dataclasses.is_dataclass(a) and schema_model(a) is type(value)), None)
+        return _as_dataclass(target, value) if target is not None else value.model_dump()
+    if isinstance(value, tuple):
+        inner = typing.get_args(hint)
+        inner = next((a for a in inner if a is not Ellipsis), Any) if inner else Any
+        return tuple(_plain(v, inner) for v in value)
     return value
 
 
-def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "") -> T:
-    """Build the frozen dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
+def _fields_at(model: Any, loc: Sequence[Any]) -> list[str]:
+    """The field names of the (nested) schema model found at ``loc``."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        model = next((c for c in candidates
+                      if isinstance(c, type) and issubclass(c, pydantic.BaseModel)), None)
+        if model is None:
+            for c in candidates:  # tuple[Model, ...]
+                inner = [a for a in typing.get_args(c)
+                         if isinstance(a, type) and issubclass(a, pydantic.BaseModel)]
+                if inner:
+                    model = inner[0]
+    if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def raise_validation_error(exc: pydantic.ValidationError, model: type[pydantic.BaseModel],
+                           where: str) -> NoReturn:
+    """One :class:`ConfigError` (or :class:`UnknownKeyError`) for pydantic's first error."""
+    err = exc.errors(include_url=False)[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
+
+    def dotted(parts: Sequence[Any]) -> str:
+        text = ".".join([*([where] if where else []),
+                         *(f"[{p}]" if isinstance(p, int) else str(p) for p in parts)])
+        return text.replace(".[", "[")
+
+    path = dotted(loc)
+    if err["type"] == "extra_forbidden":
+        raise UnknownKeyError(str(loc[-1]), _fields_at(model, loc[:-1]),
+                              where=dotted(loc[:-1])) from None
+    if err["type"] == "missing":
+        raise ConfigError(f"{path}: required, but not given") from None
+    msg = err["msg"]
+    msg = msg[0].lower() + msg[1:]
+    if msg.startswith("value error, "):
+        msg = msg[len("value error, "):]
+    raise ConfigError(f"{path}: {msg}, got {err.get('input')!r}") from None
+
+
+def validate(model: type[pydantic.BaseModel], data: Any, *, where: str) -> pydantic.BaseModel:
+    """``model.model_validate(data)``, a :class:`ConfigError` naming the key on failure."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            raise UnknownKeyError(str(key), fields, where=where or cls.__name__)
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _check_type(value, hints[name], f"{where}.{name}" if where else name)
+        raise ConfigError(f"{where or model.__name__}: expected a mapping of keys, got {data!r}")
     try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required key is missing
+        return model.model_validate(dict(data))
+    except pydantic.ValidationError as exc:
+        raise_validation_error(exc, model, where)
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, validated by its schema.
+
+    Raises:
+        UnknownKeyError: A key that ``cls`` (or a nested section) does not have, with the
+            nearest valid key suggested.
+        ConfigError: A wrong type or value, naming the key path.
+    """
+    model = schema_model(cls)
+    try:
+        return _as_dataclass(cls, validate(model, data, where=where))
+    except TypeError as exc:  # a check of the dataclass itself
         raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+
+
+def json_schema(cls: type) -> dict[str, Any]:
+    """The JSON Schema of the config dataclass ``cls``."""
+    return schema_model(cls).model_json_schema()
 
 
 def to_dict(obj: Any) -> Any:
     """Plain-data view of a config object (for YAML, JSON and checkpoints)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, pydantic.BaseModel):
+        return to_dict(obj.model_dump())
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, Mapping):
@@ -138,26 +291,29 @@ class DataConfig:
         step_size: Entries per chunk read; bounds the memory used while reading.
         max_entries: Read at most this many entries per file (``None``: all).
         split: Fractions of entries for training, validation and test; the assignment of
-            each entry is fixed by the workflow seed and stored in the run directory.
+            each entry is fixed by ``split_seed`` and stored in the run directory.
+        split_seed: Seed of the train/validation/test assignment (``None``: the workflow
+            ``seed``, as before this key existed). Fix it to compare several training
+            seeds on the same test entries.
         cache: Keep the model inputs built from each chunk in memory after the first
             epoch (fast while the data fit in memory). ``false`` streams: every epoch reads
             and builds the chunks again, so memory follows ``step_size``, not the data size.
     """
 
-    files: tuple[str, ...]
+    files: Annotated[tuple[str, ...], pydantic.Field(min_length=1)]
     tree: str = "tree"
-    branches: dict = dataclasses.field(default_factory=dict)
+    branches: dict[str, str] = dataclasses.field(default_factory=dict)
     labels: tuple[str, ...] = ("label_QCD", "label_Tbqq")
     class_names: tuple[str, ...] = ("QCD", "top")
     signal_class: str | None = None
-    step_size: int = 20_000
-    max_entries: int | None = None
-    split: tuple[float, ...] = (0.6, 0.2, 0.2)
+    step_size: Annotated[int, Positive] = 20_000
+    max_entries: Annotated[int, Positive] | None = None
+    split: Annotated[tuple[float, ...], pydantic.Field(min_length=3, max_length=3)] = (
+        0.6, 0.2, 0.2)
+    split_seed: int | None = None
     cache: bool = True
 
     def __post_init__(self) -> None:
-        if not self.files:
-            raise ConfigError("data.files: give at least one ROOT file")
         if len(self.labels) != len(self.class_names):
             raise ConfigError(
                 f"data.labels has {len(self.labels)} entries but data.class_names has "
@@ -170,18 +326,18 @@ class DataConfig:
             raise ConfigError(
                 f"data.signal_class {self.signal_class!r} is not one of {list(self.class_names)}"
             )
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
+        if any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(
                 f"data.split must be three non-negative fractions (train, validation, test) "
                 f"summing to 1, got {list(self.split)}"
             )
-        if self.step_size <= 0:
-            raise ConfigError(f"data.step_size must be positive, got {self.step_size}")
 
     @property
     def signal_index(self) -> int:
         """Index of the signal class."""
-        return self.class_names.index(self.signal_class) if self.signal_class else len(self.class_names) - 1
+        if self.signal_class:
+            return self.class_names.index(self.signal_class)
+        return len(self.class_names) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,33 +365,26 @@ class TrainingConfig:
             collective operation before it stops with an error (a rank that died or hangs).
     """
 
-    epochs: int = 20
-    batch_size: int = 128
+    epochs: Annotated[int, Positive] = 20
+    batch_size: Annotated[int, Positive] = 128
     optimizer: typing.Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: Annotated[float, Positive] = 1e-3
     momentum: float = 0.9
-    weight_decay: float = 0.0
-    l1: float = 0.0
+    weight_decay: Annotated[float, NonNegative] = 0.0
+    l1: Annotated[float, NonNegative] = 0.0
     scheduler: typing.Literal["none", "cosine", "step", "exponential", "plateau"] = "none"
-    step_size: int = 10
+    step_size: Annotated[int, Positive] = 10
     gamma: float = 0.5
-    early_stopping_patience: int = 5
-    min_delta: float = 0.0
+    early_stopping_patience: Annotated[int, NonNegative] = 5
+    min_delta: Annotated[float, NonNegative] = 0.0
     mixed_precision: bool | typing.Literal["auto"] = "auto"
     device: str = "auto"
-    grad_clip: float | None = None
-    num_threads: int | None = None
-    distributed_timeout: float = 300.0
+    grad_clip: Annotated[float, Positive] | None = None
+    num_threads: Annotated[int, Positive] | None = None
+    distributed_timeout: Annotated[float, Positive] = 300.0
 
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"training.{name} must be positive, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"training.learning_rate must be positive, got {self.learning_rate}")
-        for name in ("weight_decay", "l1", "min_delta"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"training.{name} must be >= 0, got {getattr(self, name)}")
+
+_Efficiency = Annotated[float, pydantic.Field(gt=0, le=1)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,14 +398,9 @@ class EvaluationConfig:
         n_bootstrap: Bootstrap replicas for the AUC interval (0: none).
     """
 
-    working_points: tuple[float, ...] = (0.3, 0.5)
-    threshold_efficiency: float = 0.5
-    n_bootstrap: int = 100
-
-    def __post_init__(self) -> None:
-        for wp in (*self.working_points, self.threshold_efficiency):
-            if not 0 < wp <= 1:
-                raise ConfigError(f"evaluation: signal efficiencies must lie in (0, 1], got {wp}")
+    working_points: tuple[_Efficiency, ...] = (0.3, 0.5)
+    threshold_efficiency: _Efficiency = 0.5
+    n_bootstrap: Annotated[int, NonNegative] = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,20 +421,15 @@ class ApplyConfig:
     """
 
     name: str
-    files: tuple[str, ...]
+    files: Annotated[tuple[str, ...], pydantic.Field(min_length=1)]
     tree: str = "tree"
-    branches: dict = dataclasses.field(default_factory=dict)
-    step_size: int = 20_000
-    max_entries: int | None = None
+    branches: dict[str, str] = dataclasses.field(default_factory=dict)
+    step_size: Annotated[int, Positive] = 20_000
+    max_entries: Annotated[int, Positive] | None = None
 
     def __post_init__(self) -> None:
-        if not self.files:
-            raise ConfigError(f"apply {self.name!r}: give at least one ROOT file")
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"apply: name {self.name!r} must be a plain directory name")
-        if self.step_size <= 0:
-            raise ConfigError(f"apply {self.name!r}: step_size must be positive, "
-                              f"got {self.step_size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,7 +498,8 @@ def load_workflow(path: str | Path, overrides: Mapping[str, Any] | None = None) 
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a workflow file is a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: a workflow file is a mapping of sections, "
+                          f"got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -369,4 +509,7 @@ def load_workflow(path: str | Path, overrides: Mapping[str, Any] | None = None) 
                 raise ConfigError(f"override {dotted}: {key} is not a section")
         node[leaf] = value
     data.setdefault("name", path.stem)
-    return from_mapping(WorkflowConfig, data, where=path.name)
+    try:
+        return from_mapping(WorkflowConfig, data)
+    except ConfigError as exc:
+        raise exc.with_context(path.name) from None

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "UnknownKeyError",
     "InputFileError",
+    "OutputError",
     "MissingTreeError",
     "MissingBranchError",
     "MissingColumnError",
@@ -76,6 +77,10 @@ class UnknownKeyError(ConfigError, KeyError):
 
 class InputFileError(HepmlError, OSError):
     """A file cannot be opened or read: missing, truncated, not ROOT, unreadable."""
+
+
+class OutputError(HepmlError, OSError):
+    """An output cannot be written: a read-only, missing or full place, or no permission."""
 
 
 class MissingTreeError(HepmlError, KeyError):

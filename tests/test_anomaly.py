@@ -122,7 +122,8 @@ def test_injection_mask_fraction():
     mask, n = anomaly.injection_mask(labels, split, background=0, signal=[1], fraction=0.05, seed=1)
     assert n == round(0.05 / 0.95 * 900) == 47
     assert mask[:900].all() and mask[900:].sum() == 47
-    mask0, n0 = anomaly.injection_mask(labels, split, background=0, signal=[1], fraction=0.0, seed=1)
+    mask0, n0 = anomaly.injection_mask(labels, split, background=0, signal=[1], fraction=0.0,
+                                       seed=1)
     assert n0 == 0 and mask0.sum() == 900
 
 
@@ -178,7 +179,8 @@ def test_scan_job_end_to_end(tmp_path, capsys):
     assert "AUC" in capsys.readouterr().out
     run = _run_dir(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
-    friend = uproot.open(run / "predictions" / "events.anomaly.root")["anomaly"].arrays(library="np")
+    friend = uproot.open(run / "predictions" / "events.anomaly.root")["anomaly"].arrays(
+        library="np")
     test = friend["split"] == 2
     auc = roc_auc_score(friend["label"][test], friend["anomaly_score"][test])
     assert metrics["auc"] == pytest.approx(auc, abs=1e-6)

@@ -131,7 +131,8 @@ def test_trainer_runs_the_adversarial_steps_and_checkpoints_both_optimisers(tmp_
                 "train_d_fake", "train_energy_consistency"):
         assert math.isfinite(row[key]), key
     assert 0 < row["train_d_real"] < 1
-    assert any(not torch.equal(a, b) for a, b in zip(g0, t.module.generator.parameters(), strict=True))
+    assert any(not torch.equal(a, b)
+               for a, b in zip(g0, t.module.generator.parameters(), strict=True))
     state = load_checkpoint(tmp_path / "checkpoint_last.pt")
     assert set(state["optimizer_state"]) == {"discriminator", "generator"}
     assert state["global_step"] == 2 * 4  # 128 showers / 32 per batch, two epochs

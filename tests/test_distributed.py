@@ -187,7 +187,8 @@ def _rank_process(parent: psutil.Process, rank: int, timeout: float = 60) -> psu
     while time.time() < deadline:
         for child in parent.children(recursive=True):
             try:
-                if child.environ().get("RANK") == str(rank) and "hepml" in " ".join(child.cmdline()):
+                if (child.environ().get("RANK") == str(rank)
+                        and "hepml" in " ".join(child.cmdline())):
                     return child
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue

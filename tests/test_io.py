@@ -181,7 +181,8 @@ def test_error_with_context_keeps_class_and_attributes(small_file):
         read(small_file, "tree", ["jet_ptt"])
     new = exc.value.with_context("apply 'x'")
     assert type(new) is MissingBranchError and isinstance(new, KeyError)
-    assert new.branch == "jet_ptt" and str(new).startswith("apply 'x': ") and str(small_file) in str(new)
+    assert (new.branch == "jet_ptt" and str(new).startswith("apply 'x': ")
+            and str(small_file) in str(new))
 
 
 def test_locate_and_friend_trees_per_file(small_file, tmp_path):

@@ -111,7 +111,7 @@ def test_rotation_puts_the_major_axis_along_eta(direction):
     pts = rng.uniform(1, 10, 60)
     deta = along * u[0] - across * u[1]
     dphi = along * u[1] + across * u[0]
-    jet = jets_of(list(zip(pts, deta, dphi, np.zeros(60))))
+    jet = jets_of(list(zip(pts, deta, dphi, np.zeros(60), strict=True)))
     base = dict(npix=40, eta_range=0.8, phi_range=0.8, center="centroid")
     plain = make_jet_images(jet, JetImageConfig(**base))[0, 0]
     rotated = make_jet_images(jet, JetImageConfig(**base, rotate=True))[0, 0]
@@ -407,7 +407,7 @@ def test_subjet_axes_match_a_per_jet_fastjet_reference(algorithm):
     lead, second = _subjet_axes(cfg, z, pt, _Segments(counts))
     offsets = np.concatenate(([0], np.cumsum(counts)))
     ref = np.array([_per_jet_subjet_axes(pt[a:b], eta[a:b], phi[a:b], algorithm, 0.2)
-                    for a, b in zip(offsets[:-1], offsets[1:])])
+                    for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
     np.testing.assert_allclose(lead, ref[:, 0], rtol=0, atol=1e-9)
     np.testing.assert_allclose(second, ref[:, 1], rtol=0, atol=1e-9)
     assert np.isnan(lead[[0, 7, 42]]).all()

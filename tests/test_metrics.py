@@ -285,8 +285,8 @@ def test_figures_of_merit_hand_computed():
     for key, value in expected.items():
         assert fom[key] == pytest.approx(value, rel=1e-12), key
     assert fom["LR+"] == pytest.approx(5.25)
-    assert fom["accuracy"] == pytest.approx(skm.accuracy_score([0] * 60 + [1] * 40,
-                                                               [0] * 50 + [1] * 10 + [0] * 5 + [1] * 35))
+    assert fom["accuracy"] == pytest.approx(skm.accuracy_score(
+        [0] * 60 + [1] * 40, [0] * 50 + [1] * 10 + [0] * 5 + [1] * 35))
 
 
 def test_figures_of_merit_division_by_zero():

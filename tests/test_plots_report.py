@@ -138,7 +138,9 @@ def test_mean_images_plot(tmp_path):
 
     img = np.zeros((10, 10))
     img[5, 5] = 1.0
-    paths = plot_mean_images({"QCD": img, "top": img.T * 0.5}, tmp_path / "m", extent=(-1, 1, -1, 1))
-    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+    paths = plot_mean_images({"QCD": img, "top": img.T * 0.5}, tmp_path / "m",
+                             extent=(-1, 1, -1, 1))
+    assert ([p.suffix for p in paths] == [".png", ".pdf"]
+            and all(p.stat().st_size > 1000 for p in paths))
     with pytest.raises(EmptyInputError):
         plot_mean_images({}, tmp_path / "none")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import awkward as ak
 import numpy as np
@@ -248,7 +249,7 @@ def test_bad_config_raises_config_error(kw, field):
 def test_config_is_frozen_and_defaults():
     c = JetGenerationConfig(process="top")
     assert (c.pthat_min, c.pthat_max) == (400.0, 800.0)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         c.seed = 3  # type: ignore[misc]
     assert JetGenerationConfig(process="w").pthat_min is None
 

@@ -1,4 +1,7 @@
-"""The main job end to end on the shipped sample: run, predict, evaluate, CLI, resume after SIGKILL."""
+"""The main job end to end on the shipped sample.
+
+Run, predict, evaluate, CLI, resume after SIGKILL.
+"""
 
 from __future__ import annotations
 
@@ -82,7 +85,8 @@ def test_metrics_match_sklearn_on_written_predictions(small_run, jets_sample):
     pred = uproot.open(friend)["predictions"].arrays(library="np")
     test = pred["split"] == 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["auc"] == pytest.approx(roc_auc_score(pred["label"][test], pred["score_top"][test]), abs=1e-6)
+    assert metrics["auc"] == pytest.approx(
+        roc_auc_score(pred["label"][test], pred["score_top"][test]), abs=1e-6)
 
 
 def test_cli_predict_and_evaluate(small_run, jets_sample, tmp_path, capsys):
@@ -221,7 +225,8 @@ def test_jets_without_constituents_are_scored(small_run, tmp_path, jets_sample, 
     path = _copy_jets(jets_sample, tmp_path / "with_empty.root", edit=empty_some)
     _, run_dir = small_run
     with caplog.at_level("WARNING"):
-        out = tagging.predict(run_dir / "checkpoint_best.pt", [str(path)], tmp_path / "out", device="cpu")
+        out = tagging.predict(run_dir / "checkpoint_best.pt", [str(path)], tmp_path / "out",
+                              device="cpu")
     assert "2 jets have no constituents" in caplog.text
     pred = uproot.open(out[0])["predictions"].arrays(library="np")
     assert len(pred["score_top"]) == 300 and np.isfinite(pred["score_top"]).all()
@@ -232,7 +237,8 @@ def test_truncated_checkpoint_through_cli(small_run, tmp_path, jets_sample, caps
     data = (run_dir / "checkpoint_best.pt").read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data[: len(data) // 3])
-    code = main(["predict", "--checkpoint", str(cut), str(jets_sample), "--out", str(tmp_path / "o")])
+    code = main(["predict", "--checkpoint", str(cut), str(jets_sample),
+                 "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cut short" in err[0] and str(cut) in err[0]
     assert cut.stat().st_size == len(data) // 3  # the bad file is left as it was
@@ -245,7 +251,8 @@ def test_predict_unlabelled_file(small_run, tmp_path, jets_sample):
 
     path = _copy_jets(jets_sample, tmp_path / "unlabelled.root", n=100, edit=drop_labels)
     _, run_dir = small_run
-    out = tagging.predict(run_dir / "checkpoint_best.pt", [str(path)], tmp_path / "out", device="cpu")
+    out = tagging.predict(run_dir / "checkpoint_best.pt", [str(path)], tmp_path / "out",
+                          device="cpu")
     pred = uproot.open(out[0])["predictions"]
     assert pred.num_entries == 100
     assert set(pred.keys()) == {"score_QCD", "score_top"}
@@ -268,7 +275,8 @@ def test_particlenet_workflow_runs_on_the_same_layers(tmp_path, jets_sample):
         assert f["predictions"].num_entries == 400
     out = tagging.predict(run_dir / "checkpoint_best.pt", [str(jets_sample)], tmp_path / "scored",
                           device="cpu", batch_size=256)
-    assert uproot.open(out[0])["predictions"].num_entries == uproot.open(jets_sample)["tree"].num_entries
+    assert (uproot.open(out[0])["predictions"].num_entries
+            == uproot.open(jets_sample)["tree"].num_entries)
 
 
 def test_compare_runs_on_the_same_test_jets(small_run, tmp_path, jets_sample, capsys):
@@ -282,7 +290,8 @@ def test_compare_runs_on_the_same_test_jets(small_run, tmp_path, jets_sample, ca
                  str(tmp_path / "cmp")]) == 0
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["taggers"]
     for name, run in (("A", run_a), ("B", run_b)):
-        assert table[name]["auc"] == pytest.approx(json.loads((run / "metrics.json").read_text())["auc"], abs=1e-9)
+        assert table[name]["auc"] == pytest.approx(
+            json.loads((run / "metrics.json").read_text())["auc"], abs=1e-9)
     assert (tmp_path / "cmp" / "compare_rejection.png").exists()
     other = load_workflow(_small_workflow(tmp_path, jets_sample, **{"data.max_entries": 1000,
                                                                     "training.epochs": 1}))
@@ -313,7 +322,8 @@ def test_generator_shift_matches_sklearn(small_run, tmp_path, jets_sample, capsy
     assert code == 0 and "other" in out and "reference" in out
     result = json.loads((tmp_path / "shift" / "generator_dependence.json").read_text())
     nominal, other = result["samples"]["nominal (test split)"], result["samples"]["other"]
-    pred = uproot.open(run_dir / "predictions" / f"{jets_sample.stem}.predictions.root")["predictions"]
+    pred = uproot.open(
+        run_dir / "predictions" / f"{jets_sample.stem}.predictions.root")["predictions"]
     p = pred.arrays(library="np")
     test = p["split"] == 2
     alt_pred = uproot.open(tmp_path / "shift" / "other" / "predictions" / "alt.predictions.root")
@@ -325,7 +335,8 @@ def test_generator_shift_matches_sklearn(small_run, tmp_path, jets_sample, capsy
         assert nominal["rejection"][wp]["value"] == pytest.approx(ref_nom, rel=1e-5)
         assert other["rejection"][wp]["value"] == pytest.approx(ref_alt, rel=1e-5)
         assert other["shift"][wp]["delta"] == pytest.approx(ref_alt - ref_nom, rel=1e-5, abs=1e-6)
-        err = np.hypot(other["rejection"][wp]["uncertainty"], nominal["rejection"][wp]["uncertainty"])
+        err = np.hypot(other["rejection"][wp]["uncertainty"],
+                       nominal["rejection"][wp]["uncertainty"])
         assert other["shift"][wp]["uncertainty"] == pytest.approx(err)
     assert (tmp_path / "shift" / "generator_rejection.png").exists()
 
@@ -378,14 +389,16 @@ def test_apply_scores_another_layout_through_a_mapping(tmp_path, jets_sample):
     scores = uproot.open(friend)["predictions"].arrays(library="np")
     assert len(scores["score_top"]) == 200 and set(scores) == {"score_QCD", "score_top"}
     # the same jets under the training layout, scored by `hepml predict`, give the same scores
-    ref = tagging.predict(run_dir / "checkpoint_best.pt", [str(same)], tmp_path / "ref", device="cpu")
+    ref = tagging.predict(run_dir / "checkpoint_best.pt", [str(same)], tmp_path / "ref",
+                          device="cpu")
     ref_scores = uproot.open(ref[0])["predictions"].arrays(library="np")
     np.testing.assert_allclose(scores["score_top"], ref_scores["score_top"], rtol=1e-5, atol=1e-6)
     summary = json.loads((run_dir / "metrics.json").read_text())["applied"]["other"]
     top_share = float(np.mean(scores["score_top"] > scores["score_QCD"]))
     assert summary["n_entries"] == 200
     assert summary["fraction_classified_as"]["top"] == pytest.approx(top_share)
-    assert summary["mean_score"]["top"] == pytest.approx(float(scores["score_top"].mean()), rel=1e-5)
+    assert summary["mean_score"]["top"] == pytest.approx(float(scores["score_top"].mean()),
+                                                         rel=1e-5)
     assert (run_dir / "applied_scores.png").exists()
     assert "applied" in (run_dir / "report.html").read_text()
 

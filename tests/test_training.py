@@ -65,13 +65,14 @@ def test_resume_equals_uninterrupted(tmp_path):
     resumed = _trainer(tmp_path / "part", epochs=4)
     resumed.fit(*_sets(), resume=True)
     assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in full.history]
-    for a, b in zip(full.module.state_dict().values(), resumed.module.state_dict().values()):
+    for a, b in zip(full.module.state_dict().values(), resumed.module.state_dict().values(),
+                    strict=True):
         assert torch.equal(a, b)
 
 
 def test_early_stopping(tmp_path):
-    t = _trainer(tmp_path, epochs=50, early_stopping_patience=2, learning_rate=0.05, optimizer="sgd",
-                 momentum=0.0)
+    t = _trainer(tmp_path, epochs=50, early_stopping_patience=2, learning_rate=0.05,
+                 optimizer="sgd", momentum=0.0)
     # validation labels unrelated to inputs: validation loss stops improving quickly
     tr, tl = _data(256, 0)
     g = torch.Generator().manual_seed(9)

@@ -20,8 +20,8 @@ from hepml.errors import DistributedError, HepmlError
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ("run", "generate", "convert", "predict", "evaluate", "compare", "scan", "dqm",
-                "simulate", "export")
+_SUBCOMMANDS = ("run", "validate", "schema", "generate", "convert", "predict", "evaluate",
+                "compare", "scan", "dqm", "simulate", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # third-party chatter (matplotlib's font fallbacks) only with -vv
+        for name in ("matplotlib", "fsspec", "numba", "distributed.utils_perf"):
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))
     if args.quiet:
         os.environ.setdefault("TQDM_DISABLE", "1")
     from hepml.training import distributed

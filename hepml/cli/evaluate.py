@@ -1,5 +1,7 @@
-"""``hepml evaluate``: metrics and plots from prediction files, or a tagger's generator
-dependence (``--run RUN_DIR --alternative NAME=FILE``)."""
+"""``hepml evaluate``: metrics and plots from prediction files.
+
+Also a tagger's generator dependence (``--run RUN_DIR --alternative NAME=FILE``).
+"""
 
 from __future__ import annotations
 

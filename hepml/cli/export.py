@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
+from hepml.cli._args import parse_branches, positive_int
 from hepml.errors import ConfigError
 
 
@@ -32,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check-file", dest="check_files", action="append", metavar="FILE.root",
                    help="file (or glob) to read the check inputs from; repeatable (default: "
                    "the checkpoint's training files)")
-    p.add_argument("--n-check", type=int, default=256,
+    p.add_argument("--n-check", type=positive_int, default=256,
                    help="entries read for the check, the first ones (default: %(default)s)")
     p.add_argument("--tree", help="tree of the check files (default: the training one)")
     p.add_argument("--branches", metavar="YAML",
@@ -48,9 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.tolerance > 0:
         raise ConfigError(f"--tolerance must be positive, got {args.tolerance}")
-    branches = yaml.safe_load(args.branches) if args.branches else None
-    if branches is not None and not isinstance(branches, dict):
-        raise ConfigError(f"--branches: expected a YAML mapping, got {args.branches!r}")
+    branches = parse_branches(args.branches)
     result = export.export(args.checkpoint, args.out, opset=args.opset,
                            check_files=args.check_files, n_check=args.n_check, tree=args.tree,
                            branches=branches, tolerance=args.tolerance, progress=print)

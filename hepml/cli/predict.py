@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
+from hepml.cli._args import parse_branches, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="branch mapping for another layout, as YAML, e.g. "
                    "'{part_px: PF_px, jet_pt: pt(J_px, J_py)}' (default: the training mapping)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1 ...")
-    p.add_argument("--batch-size", type=int, default=1024, help="jets per forward pass (default 1024)")
-    p.add_argument("--step-size", type=int,
+    p.add_argument("--batch-size", type=positive_int, default=1024,
+                   help="jets per forward pass (default 1024)")
+    p.add_argument("--step-size", type=positive_int,
                    help="entries per chunk read; one dask task reads one chunk, so this sets "
                    "the memory of a worker (default: the training one)")
     add_dask_options(p)
@@ -48,7 +49,7 @@ def add_dask_options(p: argparse.ArgumentParser) -> None:
                    "input files, the checkpoint and --out), or 'synchronous' to run the same "
                    "task graph in this process (debugging, small jobs). Default: a dask "
                    "LocalCluster on this machine with --workers worker processes")
-    p.add_argument("--workers", type=int, metavar="N",
+    p.add_argument("--workers", type=positive_int, metavar="N",
                    help="worker processes of the local cluster (default: the number of CPUs, or "
                    "one when scoring on a GPU)")
 
@@ -66,7 +67,7 @@ def print_skipped(skipped: list[dict[str, str]], out: str | Path) -> None:
 def _run(args: argparse.Namespace) -> int:
     from hepml.tasks import tagging
 
-    branches = yaml.safe_load(args.branches) if args.branches else None
+    branches = parse_branches(args.branches)
     report = tagging.predict_files(args.checkpoint, args.files, args.out, tree=args.tree,
                                    branches=branches, device=args.device,
                                    batch_size=args.batch_size, step_size=args.step_size,

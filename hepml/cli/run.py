@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import yaml
 
-from hepml.config import load_workflow
 from hepml.errors import ConfigError
-
-#: Workflow ``task`` -> the module whose ``run(cfg, resume=...)`` carries it out. Jet
-#: tagging and event classification are the same job on different representations.
-TASKS = {"tagging": "hepml.tasks.tagging", "classification": "hepml.tasks.tagging",
-         "tracking": "hepml.tasks.tracking", "anomaly": "hepml.tasks.anomaly",
-         "dqm": "hepml.tasks.dqm", "calosim": "hepml.tasks.calosim"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,20 +37,40 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.epochs=2")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem}); "
+                              "quote it or close its brackets") from None
     return out
 
 
+def load_checked(path: str, overrides: list[str], runs_dir: str | None = None) -> object:
+    """The workflow with its ``--set`` overrides, every section checked (nothing written)."""
+    from hepml.tasks import workflow
+
+    values = parse_overrides(overrides)
+    if runs_dir:
+        values["runs_dir"] = runs_dir
+    return workflow.load(path, values)
+
+
 def _run(args: argparse.Namespace) -> int:
-    overrides = parse_overrides(args.overrides)
-    if args.runs_dir:
-        overrides["runs_dir"] = args.runs_dir
-    cfg = load_workflow(args.workflow, overrides)
     import importlib
 
-    task = importlib.import_module(TASKS[cfg.task])
-    run_dir = task.run(cfg, resume=args.resume)
+    from hepml.tasks.workflow import TASKS
     from hepml.training import distributed
+
+    cfg = load_checked(args.workflow, args.overrides, args.runs_dir)
+    task = importlib.import_module(TASKS[cfg.task].module)
+    before = _run_dirs(cfg.runs_dir, cfg.name)
+    try:
+        run_dir = task.run(cfg, resume=args.resume)
+    except BaseException:
+        if not args.resume and distributed.is_main_process():
+            _remove_untrained(cfg.runs_dir, cfg.name, before)
+        raise
 
     if not distributed.is_main_process():
         return 0
@@ -79,8 +93,9 @@ def _run(args: argparse.Namespace) -> int:
         if "tracking" in m:
             t, score = m["tracking"], m.get("trackml_score")
             sel = t.get("selection", {})
-            parts = [f"track efficiency {t['efficiency']:.4f}" if isinstance(t.get("efficiency"), float) else "",
-                     f"fake rate {t['fake_rate']:.4f}" if isinstance(t.get("fake_rate"), float) else "",
+            eff, fake = t.get("efficiency"), t.get("fake_rate")
+            parts = [f"track efficiency {eff:.4f}" if isinstance(eff, float) else "",
+                     f"fake rate {fake:.4f}" if isinstance(fake, float) else "",
                      f"TrackML score {score:.4f}" if isinstance(score, float) else ""]
             print(f"  pT > {sel.get('min_pt')} GeV: " + ", ".join(p for p in parts if p))
             print(f"  report: {run_dir / 'report.html'}")
@@ -105,6 +120,24 @@ def _run(args: argparse.Namespace) -> int:
         print("  " + ", ".join(p for p in parts if p))
         print(f"  report: {run_dir / 'report.html'}")
     return 0
+
+
+def _run_dirs(runs_dir: str, name: str) -> set[Path]:
+    parent = Path(runs_dir)
+    return set(parent.glob(f"{name}-*")) if parent.is_dir() else set()
+
+
+def _remove_untrained(runs_dir: str, name: str, before: set[Path]) -> None:
+    """Remove the run directory this call made if the job failed before training.
+
+    A directory with a checkpoint is kept (``--resume`` continues it); one without holds
+    only the inputs' record, which ``--resume`` cannot use.
+    """
+    import shutil
+
+    for path in _run_dirs(runs_dir, name) - before:
+        if path.is_dir() and not (path / "checkpoint_last.pt").exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _print_dqm(m: dict) -> None:
@@ -132,7 +165,8 @@ def _print_calosim(m: dict) -> None:
     if isinstance(auc, float):
         lo, hi = (clf.get("auc_interval") or [None, None])[:2]
         band = f" [{lo:.3f}, {hi:.3f}]" if isinstance(lo, float) and isinstance(hi, float) else ""
-        print(f"  classifier AUC generated vs test showers (high-level observables): {auc:.3f}{band}")
+        print("  classifier AUC generated vs test showers (high-level observables): "
+              f"{auc:.3f}{band}")
     lon = (m.get("classifier_longitudinal") or {}).get("auc")
     if isinstance(lon, float):
         print(f"  classifier AUC on the longitudinal energy observables alone: {lon:.3f}")

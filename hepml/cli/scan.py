@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
+from hepml.cli._args import parse_branches, positive_int
 from hepml.cli.predict import add_dask_options, print_skipped
 from hepml.errors import ConfigError
 
@@ -43,16 +42,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tree", help="tree name (default: the one used in training)")
     p.add_argument("--branches", metavar="YAML",
                    help="branch mapping for another layout, as YAML (default: the training one)")
-    p.add_argument("--top", type=int, help="ranked entries written (default: the training run's)")
-    p.add_argument("--step-size", type=int, help="entries per chunk read (default: the training one)")
+    p.add_argument("--top", type=positive_int,
+                   help="ranked entries written (default: the training run's)")
+    p.add_argument("--step-size", type=positive_int,
+                   help="entries per chunk read (default: the training one)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda ...")
-    p.add_argument("--batch-size", type=int, default=256,
+    p.add_argument("--batch-size", type=positive_int, default=256,
                    help="entries per forward pass; sets the peak memory with the chunk size "
                    "(default: %(default)s)")
     add_dask_options(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a workflow value (workflow form), e.g. --set training.epochs=2")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (workflow form)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run (workflow form)")
     p.add_argument("--runs-dir", help="parent directory of run directories (workflow form)")
     p.set_defaults(func=_run)
 
@@ -63,10 +65,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("hepml scan: give one workflow file (WORKFLOW.yaml), or "
                               "--checkpoint CKPT with ROOT files to score")
         from hepml.cli import run as run_cli
-        from hepml.config import load_workflow
 
-        overrides = run_cli.parse_overrides(args.overrides)
-        if load_workflow(args.inputs[0], overrides).task != "anomaly":
+        if run_cli.load_checked(args.inputs[0], args.overrides).task != "anomaly":
             raise ConfigError(f"{args.inputs[0]} is not an anomaly workflow (task: anomaly); "
                               "use hepml run for other tasks")
         args.workflow = args.inputs[0]
@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("hepml scan --checkpoint: give --out DIR")
     from hepml.tasks import anomaly
 
-    branches = yaml.safe_load(args.branches) if args.branches else None
+    branches = parse_branches(args.branches)
     summary = anomaly.scan(args.checkpoint, args.inputs, args.out, tree=args.tree,
                            branches=branches, device=args.device, batch_size=args.batch_size,
                            top=args.top, step_size=args.step_size, scheduler=args.scheduler,

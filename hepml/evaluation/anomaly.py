@@ -166,7 +166,8 @@ def mass_sculpting(mass: torch.Tensor, scores: torch.Tensor,
     for eff in _background_efficiencies(background_efficiencies).tolist():
         threshold = cut_at_background(scores, eff)
         kept = mass[scores.to(mass.dtype) > threshold]
-        counts = torch.histc(kept, bins=bins, min=lo, max=hi) if kept.numel() else torch.zeros_like(reference)
+        counts = (torch.histc(kept, bins=bins, min=lo, max=hi) if kept.numel()
+                  else torch.zeros_like(reference))
         # the divergence that a random subset of the same size shows: statistics alone
         gen = torch.Generator().manual_seed(seed)
         random_js = [js_divergence(reference, torch.histc(
@@ -175,6 +176,8 @@ def mass_sculpting(mass: torch.Tensor, scores: torch.Tensor,
         out["cuts"][str(eff)] = {"threshold": threshold, "n_kept": int(kept.numel()),
                                  "counts": counts.tolist(),
                                  "js_divergence": js_divergence(reference, counts),
-                                 "js_random_subset": float(np.mean(random_js)) if random_js else math.nan,
-                                 "js_random_subset_std": float(np.std(random_js)) if random_js else math.nan}
+                                 "js_random_subset": (float(np.mean(random_js)) if random_js
+                                                      else math.nan),
+                                 "js_random_subset_std": (float(np.std(random_js)) if random_js
+                                                          else math.nan)}
     return out

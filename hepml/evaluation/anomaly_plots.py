@@ -29,7 +29,8 @@ def plot_anomaly_scores(scores: Any, labels: Any, class_names: Sequence[str], pa
     ok = np.isfinite(scores) & (scores > 0)
     if not ok.any():
         raise EmptyInputError("plot_anomaly_scores: no positive finite scores to histogram")
-    lo, hi = np.quantile(scores[ok], [0.0005, 0.9995]) if ok.sum() > 20 else (scores[ok].min(), scores[ok].max())
+    lo, hi = (np.quantile(scores[ok], [0.0005, 0.9995]) if ok.sum() > 20
+              else (scores[ok].min(), scores[ok].max()))
     lo, hi = float(lo), float(max(hi, lo * 1.01))
     edges = np.geomspace(lo, hi, bins + 1)
     plt = _pyplot()

@@ -568,7 +568,8 @@ def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor,
         if bool(bad.any()):
             first = int(bad.nonzero()[0, 0])
             raise BadValueError(f"confusion_matrix: {name} has {int(bad.sum())} values outside "
-                                f"[0, {num_classes}); the first is {int(x[first])} at index {first}")
+                                f"[0, {num_classes}); the first is {int(x[first])} "
+                                f"at index {first}")
     flat = torch.bincount(labels * num_classes + predicted, minlength=num_classes**2)
     return flat.reshape(num_classes, num_classes)
 
@@ -734,8 +735,9 @@ def evaluate_binary(scores: torch.Tensor, labels: torch.Tensor, *,
     ``rejection_uncertainty@E`` and ``background_efficiency@E`` for each working point
     ε_S = E (see :func:`rejection_at`), the same grouped as ``rejection`` →
     ``{"E": {"value", "uncertainty", "background_efficiency", "infinite"}}``,
-    ``rejection_infinite`` (the working points where ε_B = 0), ``threshold`` and ``threshold_efficiency`` (the working point of the
-    confusion matrix), ``confusion_matrix`` (``labels``, ``counts`` ``[[TN, FP],
+    ``rejection_infinite`` (the working points where ε_B = 0), ``threshold`` and
+    ``threshold_efficiency`` (the working point of the confusion matrix),
+    ``confusion_matrix`` (``labels``, ``counts`` ``[[TN, FP],
     [FN, TP]]``, row-normalised ``normalized``), ``figures_of_merit`` (see
     :func:`figures_of_merit`), ``n_signal``, ``n_background``, ``device``, ``warnings``.
 
@@ -797,7 +799,7 @@ def evaluate_binary(scores: torch.Tensor, labels: torch.Tensor, *,
     eps_b = torch.where(rej > 0, 1.0 / rej, math.nan)
     out["rejection_infinite"] = []
     out["rejection"] = {}
-    for wp, r, s, e in zip(wps, _floats(rej), _floats(sigma), _floats(eps_b)):
+    for wp, r, s, e in zip(wps, _floats(rej), _floats(sigma), _floats(eps_b), strict=True):
         out[f"rejection@{wp:g}"] = r
         out[f"rejection_uncertainty@{wp:g}"] = s
         out[f"background_efficiency@{wp:g}"] = e

@@ -38,9 +38,11 @@ MAX_CURVE_POINTS = 2000
 
 
 class RocLike(Protocol):
-    """Anything with ``fpr`` and ``tpr`` arrays (e.g. a :class:`~hepml.evaluation.RocCurve`
-    on the CPU); ``n_background_effective`` or ``n_background``, when present, gives the
-    binomial uncertainty band of the rejection."""
+    """Anything with ``fpr`` and ``tpr`` arrays.
+
+    For example a :class:`~hepml.evaluation.RocCurve` on the CPU. ``n_background_effective``
+    or ``n_background``, when present, gives the binomial uncertainty band of the rejection.
+    """
 
     fpr: Any
     tpr: Any
@@ -335,7 +337,7 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | Path) -> li
         for ax, keys, ylabel in ((ax_loss, ("train_loss", "val_loss"), "Loss"),
                                  (ax_acc, ("train_accuracy", "val_accuracy"), "Accuracy")):
             drawn = False
-            for key, style in zip(keys, ("-o", "--s")):
+            for key, style in zip(keys, ("-o", "--s"), strict=True):
                 values = column(key)
                 if np.isfinite(values).any():
                     ax.plot(epochs, values, style, label=key.replace("_", " "), ms=4)
@@ -359,7 +361,8 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | Path) -> li
 
 def plot_mean_images(images: Mapping[str, Any], path: str | Path, *,
                      extent: Sequence[float] | None = None,
-                     axis_labels: tuple[str, str] = (r"$\Delta\phi'$", r"$\Delta\eta'$")) -> list[Path]:
+                     axis_labels: tuple[str, str] = (r"$\Delta\phi'$", r"$\Delta\eta'$"),
+                     ) -> list[Path]:
     """Average image of each class side by side, log colour scale.
 
     Args:
@@ -381,7 +384,7 @@ def plot_mean_images(images: Mapping[str, Any], path: str | Path, *,
     plt = _pyplot()
     with _style():
         fig, axes = plt.subplots(1, len(arrays), figsize=(7.5 * len(arrays), 7), squeeze=False)
-        for ax, (name, img) in zip(axes[0], arrays.items()):
+        for ax, (name, img) in zip(axes[0], arrays.items(), strict=True):
             shown = np.ma.masked_less_equal(img, 0)
             im = ax.imshow(shown, origin="lower", extent=extent, cmap="viridis",
                            norm=LogNorm(vmin=max(lo, hi * 1e-6), vmax=hi), aspect="auto")

@@ -192,6 +192,7 @@ def _parse(tokens, text, where):
             raise ConfigError(f"{where}: expected ',' or ')' in {text!r}")
         n_args = FUNCTIONS[value][1]
         if len(args) != n_args:
-            raise ConfigError(f"{where}: {value}() takes {n_args} arguments, got {len(args)} in {text!r}")
+            raise ConfigError(f"{where}: {value}() takes {n_args} arguments, "
+                              f"got {len(args)} in {text!r}")
         return Expression(value, tuple(args), text), rest
     return Expression("branch", (value,), value), tokens[1:]

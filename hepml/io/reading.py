@@ -158,7 +158,8 @@ def open_tree(path: str | Path, tree: str) -> Any:
         ) from None
 
 
-def resolve_fields(fields: Sequence[str], branches: Mapping[str, str] | None = None) -> dict[str, Expression]:
+def resolve_fields(fields: Sequence[str], branches: Mapping[str, str] | None = None,
+                   ) -> dict[str, Expression]:
     """Map each wanted field to the expression that provides it.
 
     A field listed in ``branches`` is read through that branch or expression; any other
@@ -172,7 +173,8 @@ def _branch_names(tree_obj: Any) -> list[str]:
     return list(tree_obj.keys(recursive=True)) if hasattr(tree_obj, "keys") else []
 
 
-def _check_branches(path: str, tree: str, tree_obj: Any, exprs: Mapping[str, Expression]) -> list[str]:
+def _check_branches(path: str, tree: str, tree_obj: Any,
+                    exprs: Mapping[str, Expression]) -> list[str]:
     available = set(_branch_names(tree_obj))
     needed: list[str] = []
     for expr in exprs.values():
@@ -198,7 +200,8 @@ def _check_finite(arrays: Mapping[str, Any], path: str, tree: str, start: int) -
         per_entry = ak.any(bad, axis=-1) if layout.ndim > 1 else bad
         while getattr(per_entry, "ndim", 1) > 1:
             per_entry = ak.any(per_entry, axis=-1)
-        per_entry = np.asarray(ak.to_numpy(per_entry) if isinstance(per_entry, ak.Array) else per_entry)
+        per_entry = np.asarray(ak.to_numpy(per_entry) if isinstance(per_entry, ak.Array)
+                               else per_entry)
         if per_entry.any():
             idx = np.flatnonzero(per_entry)
             raise BadValueError(

@@ -22,8 +22,8 @@ import uproot
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_tree", "write_tree_batches", "write_friend_tree", "write_friend_trees", "read_metadata",
-           "METADATA_KEY"]
+__all__ = ["write_tree", "write_tree_batches", "write_friend_tree", "write_friend_trees",
+           "read_metadata", "METADATA_KEY"]
 
 #: Name of the TObjString that holds a JSON document describing how a file was made.
 METADATA_KEY = "hepml_metadata"
@@ -43,7 +43,8 @@ def _group_branches(branches: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = value
             continue
         arr = ak.Array(value) if arr is None else arr
-        if arr.ndim > 1 and "_" in name and not isinstance(ak.type(arr).content, ak.types.RegularType):
+        if (arr.ndim > 1 and "_" in name
+                and not isinstance(ak.type(arr).content, ak.types.RegularType)):
             prefix, rest = name.split("_", 1)
             jagged[prefix][rest] = arr
         else:
@@ -84,8 +85,9 @@ def write_tree(
         path: Output file; replaced only once the new file is complete.
         branches: Branch name to array (numpy, or awkward for jagged branches). All arrays
             have the same length. A numpy array of shape ``(N, a, b, ...)`` becomes a
-            fixed-size branch (``type[a][b]``), e.g. one histogram per entry. Jagged branches sharing a prefix (``part_px``,
-            ``part_pt``) share one counter branch (``npart``).
+            fixed-size branch (``type[a][b]``), e.g. one histogram per entry. Jagged
+            branches sharing a prefix (``part_px``, ``part_pt``) share one counter branch
+            (``npart``).
         tree: Name of the TTree.
         metadata: JSON-serialisable description of how the data were made (generator
             settings, seeds, versions), stored as a TObjString beside the tree.

@@ -19,5 +19,6 @@ from hepml.models.hit_gnn import EdgeClassifierIN
 from hepml.models.lstm_tracker import LSTMTracker
 from hepml.models.particlenet import ParticleNet
 
-__all__ = ["ACTIVATIONS", "MODELS", "AutoencoderBase", "CaloGAN", "ConvAutoencoder", "DenseAutoencoder", "EdgeClassifierIN", "EventGNN", "LSTMTracker", "JetImageCNN", "activation", "build_model",
-           "register_model", "ParticleNet"]
+__all__ = ["ACTIVATIONS", "MODELS", "AutoencoderBase", "CaloGAN", "ConvAutoencoder",
+           "DenseAutoencoder", "EdgeClassifierIN", "EventGNN", "LSTMTracker", "JetImageCNN",
+           "activation", "build_model", "register_model", "ParticleNet"]

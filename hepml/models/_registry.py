@@ -33,12 +33,20 @@ def activation(name: str) -> nn.Module:
         raise UnknownKeyError(name, ACTIVATIONS, where="activation") from None
 
 
-def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator adding a model to :data:`MODELS` under ``name``."""
+def register_model(name: str, *, data_args: tuple[str, ...] = ()
+                   ) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator adding a model to :data:`MODELS` under ``name``.
+
+    Args:
+        name: The ``model.kind`` of the family.
+        data_args: Constructor arguments that a task sets from the data (input sizes,
+            number of classes, shower layout); a workflow's model section may not hold them.
+    """
 
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
         MODELS[name] = cls
         cls.registry_name = name
+        cls.data_args = tuple(data_args)
         return cls
 
     return deco

@@ -317,7 +317,7 @@ class AutoencoderBase(nn.Module):
 
 
 # ---------------------------------------------------------------------- dense
-@register_model("autoencoder")
+@register_model("autoencoder", data_args=("input_dims",))
 class DenseAutoencoder(AutoencoderBase):
     """Dense autoencoder for per-entry feature vectors.
 
@@ -386,7 +386,7 @@ def _mlp(width: int, sizes: Sequence[int], act: str, batch_norm: bool) -> nn.Seq
 
 
 # ---------------------------------------------------------------------- convolutional
-@register_model("conv_autoencoder")
+@register_model("conv_autoencoder", data_args=("in_channels", "image_size"))
 class ConvAutoencoder(AutoencoderBase):
     """Convolutional autoencoder for images of any size.
 

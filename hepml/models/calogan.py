@@ -80,7 +80,8 @@ class EnergyRangeWarning(UserWarning):
     """Showers were requested at an incident energy outside the generator's training range."""
 
 
-def _upsampling_plan(rows: int, cols: int, max_steps: int = 3) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+def _upsampling_plan(rows: int, cols: int, max_steps: int = 3,
+                     ) -> tuple[tuple[int, int], list[tuple[int, int]]]:
     """A coarse start grid and the ×2 (or ×1) upsampling factors per step to reach (rows, cols)."""
 
     def halvings(n: int) -> int:
@@ -112,7 +113,8 @@ class _LayerStream(nn.Module):
             blocks += [nn.Upsample(scale_factor=(fr, fc), mode="nearest"),
                        nn.Conv2d(ch, out, 3, padding=1), nn.LeakyReLU(0.2)]
             ch = out
-        blocks += [nn.Conv2d(ch, ch, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(ch, 1, 3, padding=1)]
+        blocks += [nn.Conv2d(ch, ch, 3, padding=1), nn.LeakyReLU(0.2),
+                   nn.Conv2d(ch, 1, 3, padding=1)]
         self.conv = nn.Sequential(*blocks)
         # locally connected output: every cell its own gain and bias
         self.gain = nn.Parameter(torch.zeros(shape))
@@ -234,6 +236,7 @@ class MinibatchDiscrimination(nn.Module):
         self.T = nn.Parameter(torch.randn(in_features, kernels * dim) * 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Closeness of each entry to the others of the batch: ``[B, F]`` -> ``[B, kernels]``."""
         m = (x @ self.T).view(-1, self.kernels, self.dim).transpose(0, 1)  # (kernels, B, dim)
         sq = m.pow(2).sum(-1)
         # squared distances by matrix products: cheap, and twice differentiable (R1 penalty);
@@ -301,7 +304,8 @@ class _Discriminator(nn.Module):
         return self.head(torch.cat([shower, energy, mbd, cond], dim=1)).squeeze(1)
 
 
-@register_model("calogan")
+@register_model("calogan",
+                data_args=("layer_shapes", "particles", "energy_min", "energy_max"))
 class CaloGAN(nn.Module):
     """CaloGAN generator and discriminator, trained by the shared trainer.
 

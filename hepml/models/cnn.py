@@ -13,7 +13,7 @@ from hepml.models._registry import activation, register_model
 __all__ = ["JetImageCNN"]
 
 
-@register_model("cnn")
+@register_model("cnn", data_args=("in_channels", "image_size", "num_classes"))
 class JetImageCNN(nn.Module):
     r"""Configurable conv / pool / dense network for jet images.
 

@@ -196,7 +196,7 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return value
 
 
-@register_model("gnn")
+@register_model("gnn", data_args=("input_dims", "edge_dims", "num_classes"))
 class EventGNN(nn.Module):
     r"""Message-passing classifier of event graphs (see the module docstring).
 

@@ -70,7 +70,7 @@ def _mlp(n_in: int, hidden: int, n_layers: int, act: str, dropout: float, *,
     return nn.Sequential(*layers)
 
 
-@register_model("interaction_network")
+@register_model("interaction_network", data_args=("input_dims", "edge_dims"))
 class EdgeClassifierIN(nn.Module):
     """Interaction-network edge classifier of hit graphs (see the module docstring).
 

@@ -36,7 +36,7 @@ _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 _EXTRAPOLATIONS = {"line": 1e-2, "last": 0.1, "none": 1.0}
 
 
-@register_model("lstm_tracker")
+@register_model("lstm_tracker", data_args=("input_dims",))
 class LSTMTracker(nn.Module):
     r"""LSTM or GRU over a track's hits that predicts the next hit as a Gaussian.
 

@@ -202,7 +202,7 @@ def _pairs(name: str, value: Sequence, *, allow_empty: bool = False) -> list[tup
     return out
 
 
-@register_model("particlenet")
+@register_model("particlenet", data_args=("input_dims", "num_classes"))
 class ParticleNet(nn.Module):
     r"""ParticleNet jet tagger (Qu and Gouskos, arXiv:1902.08570).
 

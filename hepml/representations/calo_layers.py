@@ -39,7 +39,8 @@ def particle_indices(pdg: np.ndarray, particles: Sequence[int], *, source: str =
     match = np.asarray(pdg).reshape(-1, 1) == known.reshape(1, -1)
     missing = ~match.any(axis=1)
     if missing.any():
-        raise ValueError(f"{source}: particle id(s) {sorted(set(np.asarray(pdg)[missing].tolist()))}"
+        raise ValueError(f"{source}: particle id(s) "
+                         f"{sorted(set(np.asarray(pdg)[missing].tolist()))}"
                          f" are not among {list(particles)}")
     return match.argmax(axis=1).astype(np.int64)
 

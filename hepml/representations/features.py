@@ -64,7 +64,8 @@ class FeatureConfig(ConfigMixin):
                               "[jet_mass, jet_pt] or [M, pt1, pt2]")
         parsed = [parse_feature(f) for f in self.features]
         if len(set(self.features)) != len(self.features):
-            raise ConfigError(f"representation.features lists a feature twice: {list(self.features)}")
+            raise ConfigError("representation.features lists a feature twice: "
+                              f"{list(self.features)}")
         unknown = [f for f in self.log if f not in self.features]
         if unknown:
             raise ConfigError(f"representation.log: {unknown} are not in representation.features")

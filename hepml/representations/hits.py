@@ -112,7 +112,11 @@ def layer_pairs(n_layers: int, max_skip: int = 1) -> list[tuple[int, int]]:
 
 
 def window_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For windows ``[lo_i, hi_i)`` of a sorted array: the owner ``i`` and position of every element."""
+    """The owner and position of every element of the windows of a sorted array.
+
+    For windows ``[lo_i, hi_i)`` of a sorted array: the owner ``i`` and position of every
+    element.
+    """
     n = np.maximum(hi - lo, 0)
     owner = np.repeat(np.arange(len(lo)), n)
     start = np.cumsum(n) - n

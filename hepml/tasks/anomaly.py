@@ -53,7 +53,6 @@ from hepml.representations import Features
 from hepml.tasks import scoring
 from hepml.tasks.rundir import open_run_dir, write_json
 from hepml.tasks.tagging import (
-    SPLIT_NAMES,
     TaggingData,
     build_representation,
     cached_representation,
@@ -69,6 +68,7 @@ from hepml.training import (
     resolve_device,
     to_device,
 )
+from hepml.training.splits import SPLIT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ class AnomalyConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.signal_fraction < 1:
-            raise ConfigError(f"anomaly.signal_fraction must lie in [0, 1), got {self.signal_fraction}")
+            raise ConfigError("anomaly.signal_fraction must lie in [0, 1), "
+                              f"got {self.signal_fraction}")
         for eff in self.background_efficiencies:
             if not 0 < eff <= 1:
                 raise ConfigError(f"anomaly.background_efficiencies must lie in (0, 1], got {eff}")
@@ -244,7 +245,8 @@ def _combine(scores: dict[str, torch.Tensor], name: str, n_inputs: int) -> torch
     if "kl" not in scores:
         raise ConfigError(f"anomaly.score {name!r} needs a variational model "
                           "(model.variational: true)")
-    return scores["kl"] if name == "kl" else scores["reconstruction_error"] + scores["kl"] / n_inputs
+    return (scores["kl"] if name == "kl"
+            else scores["reconstruction_error"] + scores["kl"] / n_inputs)
 
 
 def _trim_heap() -> None:
@@ -661,8 +663,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
              model_spec["kind"], sum(p.numel() for p in model.parameters()))
     trainer = Trainer(model, cfg.training, run_dir=run_dir, model_spec=model_spec,
                       run_config=run_config, loss_fn=model.loss, seed=cfg.seed,
-                      unit="jet" if cfg.representation.get("kind") in ("jet_image", "particle_cloud")
-                      else "event")
+                      unit=("jet" if cfg.representation.get("kind")
+                            in ("jet_image", "particle_cloud") else "event"))
     history = trainer.fit(train, val, resume=bool(resume))
     trainer.load_best()
     labels = data.labels().numpy() if labelled else None
@@ -711,7 +713,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         plots += evaluation.plot_roc({label: roc_cpu}, run_dir / "roc")
         plots += evaluation.plot_rejection({label: roc_cpu}, run_dir / "rejection")
         plots += anomaly_plots.plot_significance_improvement(
-            {label: (sig_eff.cpu().numpy(), sic.cpu().numpy())}, run_dir / "significance_improvement")
+            {label: (sig_eff.cpu().numpy(), sic.cpu().numpy())},
+            run_dir / "significance_improvement")
         plots += anomaly_plots.plot_anomaly_scores(
             result.score[sel], labels[sel], names, run_dir / "scores")
         if a.mass:
@@ -724,7 +727,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
             metrics["mass_sculpting"] = {"field": a.mass, **sculpt}
             plots += anomaly_plots.plot_mass_sculpting(sculpt, a.mass, run_dir / "mass_sculpting")
     else:
-        plots += anomaly_plots.plot_anomaly_scores(result.score[scanned], np.zeros(int(scanned.sum()), int),
+        plots += anomaly_plots.plot_anomaly_scores(result.score[scanned],
+                                                   np.zeros(int(scanned.sum()), int),
                                                    ["scanned entries"], run_dir / "scores")
     if history:
         plots += evaluation.plot_history(history, run_dir / "history")
@@ -734,7 +738,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     metrics["ranked"] = {"n": len(rows), "csv": str(run_dir / "anomalies.csv"),
                          "root": str(run_dir / "anomalies.root")}
     evaluation.write_metrics_json(run_dir / "metrics.json", metrics)
-    shown = [{k: v for k, v in r.items() if not k.startswith("error_share_") and k not in ("file", "index")}
+    shown = [{k: v for k, v in r.items()
+              if not k.startswith("error_share_") and k not in ("file", "index")}
              for r in rows[:20]]
     tables = {"most anomalous entries (top 20)": shown}
     if "injection" in metrics:
@@ -751,7 +756,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
             for k, v in metrics["mass_sculpting"]["cuts"].items()]
     evaluation.write_report(run_dir, title=f"{cfg.name}: anomaly scan",
                             metrics={k: v for k, v in metrics.items()
-                                     if k not in ("mass_sculpting", "signal_efficiency", "injection")},
+                                     if k not in ("mass_sculpting", "signal_efficiency",
+                                                  "injection")},
                             config=run_config, plots=[p for p in plots if str(p).endswith(".png")],
                             extra_tables=tables)
     write_json(run_dir / "scan_summary.json", {"top": rows[:10]})
@@ -808,7 +814,10 @@ class _ScanJob:
         return {**cat, "top": records}
 
     def write_file(self, path: str, entries: int, chunks: list[dict[str, Any]]) -> dict[str, Any]:
-        """The friend tree ``OUT/predictions/<stem>.anomaly.root`` of ``path`` and its top records."""
+        """The friend tree of ``path`` and its top records.
+
+        The friend tree is ``OUT/predictions/<stem>.anomaly.root``.
+        """
         def joined(key: str) -> np.ndarray | None:
             return None if chunks[0][key] is None else np.concatenate([c[key] for c in chunks])
 
@@ -816,7 +825,8 @@ class _ScanJob:
         for chunk in chunks:
             for rec in chunk["top"]:
                 _keep_top(heap, rec, self.top)
-        result = ScanResult(score=joined("score"), reconstruction_error=joined("reconstruction_error"),
+        result = ScanResult(score=joined("score"),
+                            reconstruction_error=joined("reconstruction_error"),
                             kl=joined("kl"), top=_ranked(heap))
         split = np.full(entries, SPLIT_NAMES.index("test"), np.int8)
         target = Path(self.out_dir) / "predictions" / f"{Path(path).stem}.anomaly.root"
@@ -877,7 +887,8 @@ def scan(checkpoint: str | Path, files: str | Sequence[str], out_dir: str | Path
     data = scoring.data_config(config["data"], files, tree=tree, branches=branches,
                                step_size=step_size, where="scan", labels=[], class_names=[],
                                signal_class=None)
-    model_from_checkpoint(state, source=checkpoint)  # weights that do not fit fail here, not per file
+    # weights that do not fit fail here, not per file
+    model_from_checkpoint(state, source=checkpoint)
     extra = tuple(dict.fromkeys([*a.ids, *([a.mass] if a.mass else [])]))
     top = top or a.top
     meta = {"checkpoint": str(checkpoint), "score": a.score}

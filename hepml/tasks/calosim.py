@@ -39,9 +39,9 @@ from hepml.models import build_model
 from hepml.models.calogan import EnergyRangeWarning
 from hepml.representations.calo_layers import particle_indices, shower_tensors
 from hepml.tasks.rundir import open_run_dir
-from hepml.tasks.tagging import SPLIT_NAMES, assign_split
 from hepml.training import ChunkedDataset, Trainer, distributed, resolve_device
 from hepml.training.checkpoint import load_checkpoint
+from hepml.training.splits import SPLIT_NAMES, assign_split, split_seed
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ def _dataset(showers: Showers, particles: Sequence[int], *, batch_size: int, shu
                           batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 
-def _model_spec(model_cfg: dict[str, Any], showers: Showers, particles: list[int]) -> dict[str, Any]:
+def _model_spec(model_cfg: dict[str, Any], showers: Showers,
+                particles: list[int]) -> dict[str, Any]:
     kwargs = {k: v for k, v in model_cfg.items() if k != "kind"}
     kind = model_cfg.get("kind", "calogan")
     if kind != "calogan":
@@ -212,7 +213,11 @@ def generation_speed(model: torch.nn.Module, *, device: torch.device, batch_size
 
 
 def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
-    """Train the generator of workflow ``cfg``, compare it with the test showers; return the run dir."""
+    """Train the generator of workflow ``cfg`` and compare it with the test showers.
+
+    Returns:
+        The run directory.
+    """
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     calo = from_mapping(CaloSimConfig, cfg.calosim, where="calosim")
@@ -226,7 +231,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                                     max_entries=cfg.data.max_entries)
     layout = cell_layout(calo.layout, showers.shapes)
     particles = sorted(set(showers.particle.tolist()))
-    split = assign_split(len(showers), cfg.data.split, cfg.seed)
+    split = assign_split(len(showers), cfg.data.split, split_seed(cfg.data, cfg.seed))
     counts = np.bincount(split, minlength=3)
     if counts[0] < 100 or counts[1] < 1 or counts[2] < 100:
         parts = dict(zip(SPLIT_NAMES, counts.tolist(), strict=True))
@@ -243,7 +248,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                            paths=files, entries=entries, split=split)
     log.info("%d showers from %d file(s) (%s); particles %s; %s", len(showers), len(files),
              ", ".join(f"{n} {s}" for n, s in zip(counts, SPLIT_NAMES, strict=True)),
-             particles, f"incident energy {showers.energy.min():.3g}-{showers.energy.max():.3g} GeV")
+             particles,
+             f"incident energy {showers.energy.min():.3g}-{showers.energy.max():.3g} GeV")
 
     model = build_model(model_spec["kind"], **model_spec["kwargs"])
     if not resume:
@@ -278,7 +284,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                         source="generated")
     write_showers(run_dir / "generated_showers.root", generated,
                   metadata={"workflow": cfg.name, "checkpoint": str(run_dir / "checkpoint_best.pt"),
-                            "note": "one shower per test shower, same incident energy and particle"})
+                            "note": "one shower per test shower, "
+                                    "same incident energy and particle"})
     comparison = evaluation.compare_showers(
         test_s, generated, layout=layout, bins=calo.bins, classifier=calo.classifier or None,
         device=device, threshold=calo.sparsity_threshold, response_bins=calo.energy_bins)

@@ -63,7 +63,6 @@ from hepml.io import ChunkSpec, Source, expand_files, open_tree, read_metadata, 
 from hepml.models import build_model
 from hepml.representations.lumisections import LumisectionMaps
 from hepml.tasks.rundir import open_run_dir
-from hepml.tasks.tagging import SPLIT_NAMES, assign_split
 from hepml.training import (
     ChunkedDataset,
     Trainer,
@@ -75,6 +74,7 @@ from hepml.training import (
     resolve_device,
     save_checkpoint,
 )
+from hepml.training.splits import SPLIT_NAMES, assign_split, split_seed
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class LumisectionData:
         self.n_events = np.concatenate(n_events)
         self.fault = np.concatenate(faults) if truth else None
         self.excluded = self.n_events == 0
-        self.split = assign_split(self.source.num_entries, data.split, seed)
+        self.split = assign_split(self.source.num_entries, data.split, split_seed(data, seed))
         self.fault_names = self._fault_names()
         self._built: dict[int, LumisectionChunk] = {}
 

@@ -13,6 +13,7 @@ import yaml
 
 from hepml.errors import ConfigError
 from hepml.io import file_checksum
+from hepml.io.atomic import output_error
 from hepml.training import distributed, versions
 
 __all__ = ["make_run_dir", "write_json", "record_inputs", "open_run_dir"]
@@ -25,7 +26,10 @@ def make_run_dir(runs_dir: str | Path, name: str) -> Path:
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise output_error(path, exc, "make the run directory") from None
     return path
 
 
@@ -38,11 +42,13 @@ def write_json(path: str | Path, data: Any) -> Path:
     return path
 
 
-def record_inputs(run_dir: Path, config: dict[str, Any], paths: list[str], entries: dict[str, int]) -> None:
+def record_inputs(run_dir: Path, config: dict[str, Any], paths: list[str],
+                  entries: dict[str, int]) -> None:
     """Write the resolved config, the input files with checksums, and software versions."""
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     write_json(run_dir / "inputs.json", [
-        {"path": os.path.abspath(p), "checksum": file_checksum(p), "entries": entries[p]} for p in paths
+        {"path": os.path.abspath(p), "checksum": file_checksum(p), "entries": entries[p]}
+        for p in paths
     ])
     write_json(run_dir / "versions.json", versions())
 
@@ -50,9 +56,10 @@ def record_inputs(run_dir: Path, config: dict[str, Any], paths: list[str], entri
 def open_run_dir(runs_dir: str | Path, name: str, *, resume: str | Path | None,
                  run_config: dict[str, Any], paths: list[str], entries: dict[str, int],
                  split: np.ndarray) -> Path:
-    """The run directory of a job: a new one (config, inputs, versions and ``split.npy``
-    written by rank 0 and shared with every rank), or ``resume``'s after a check that it
-    holds a checkpoint to continue from.
+    """The run directory of a job.
+
+    A new one (config, inputs, versions and ``split.npy`` written by rank 0 and shared with
+    every rank), or ``resume``'s after a check that it holds a checkpoint to continue from.
     """
     if resume:
         run_dir = Path(resume)

@@ -49,13 +49,13 @@ from hepml.training import (
     model_from_checkpoint,
     resolve_device,
 )
+from hepml.training.splits import SPLIT_NAMES, assign_split, split_seed
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TaggingData", "build_representation", "run", "predict", "predict_files", "evaluate",
-           "compare", "generator_shift", "SPLIT_NAMES"]
+           "compare", "generator_shift"]
 
-SPLIT_NAMES = ("train", "validation", "test")
 
 #: Representations a tagger or event classifier trains on (jet_image when none is named).
 KINDS = ("jet_image", "particle_cloud", "event_graph", "features")
@@ -64,18 +64,6 @@ KINDS = ("jet_image", "particle_cloud", "event_graph", "features")
 def build_representation(spec: dict[str, Any]) -> Any:
     """Build the representation named by ``spec["kind"]`` from its plain options."""
     return representations.build_representation(spec, default="jet_image", kinds=KINDS)
-
-
-def assign_split(n: int, fractions: Sequence[float], seed: int) -> np.ndarray:
-    """Split id (0 train, 1 validation, 2 test) of each of ``n`` entries, fixed by ``seed``."""
-    order = np.random.default_rng(seed).permutation(n)
-    bounds = np.round(np.cumsum(fractions) * n).astype(np.int64)
-    split = np.empty(n, dtype=np.int8)
-    start = 0
-    for i, stop in enumerate(bounds):
-        split[order[start:stop]] = i
-        start = stop
-    return split
 
 
 class TaggingData:
@@ -106,7 +94,7 @@ class TaggingData:
         self.source = Source(data.files, data.tree, fields, branches=data.branches,
                              step_size=data.step_size, max_entries=data.max_entries,
                              min_chunks_per_file=distributed.world_size())
-        self.split = assign_split(self.source.num_entries, data.split, seed)
+        self.split = assign_split(self.source.num_entries, data.split, split_seed(data, seed))
         self.cache = data.cache if cache is None else cache
         self._built: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -138,7 +126,8 @@ class TaggingData:
         y = self.labels_of(arrays, where) if self.with_labels else torch.full((len(spec),), -1)
         return x, y, arrays
 
-    def dataset(self, which: int | None, *, batch_size: int, shuffle: bool, seed: int = 0) -> ChunkedDataset:
+    def dataset(self, which: int | None, *, batch_size: int, shuffle: bool,
+                seed: int = 0) -> ChunkedDataset:
         """Batches of split ``which`` (0, 1, 2), or of every entry in order when ``None``.
 
         Under torchrun the splits are sharded over the ranks; ``None`` (prediction) is not.
@@ -170,7 +159,8 @@ class TaggingData:
                 return {}
             x = inputs[0]
             if which is not None:
-                keep = torch.from_numpy(self.split[spec.global_start:spec.global_start + len(spec)] == which)
+                keep = torch.from_numpy(
+                    self.split[spec.global_start:spec.global_start + len(spec)] == which)
                 x, y = x[keep], y[keep]
             for c in y.unique().tolist():
                 sel = x[y == c]
@@ -196,7 +186,8 @@ def _model_spec(cfg: dict[str, Any], representation: Any, num_classes: int) -> d
         kwargs.setdefault("input_dims", int(shape["x"][-1]))
         kwargs.setdefault("edge_dims", int(shape["edge_attr"][-1]))
     kwargs.setdefault("num_classes", num_classes)
-    return {"kind": kind, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    return {"kind": kind,
+            "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
 
 
 def write_predictions(out_dir: Path, source: Source, scores: np.ndarray, class_names: Sequence[str],
@@ -206,7 +197,8 @@ def write_predictions(out_dir: Path, source: Source, scores: np.ndarray, class_n
 
     Branches: ``score_<class>``, and ``label`` and ``split`` when given.
     """
-    return write_friend_trees(out_dir, source, _prediction_branches(scores, class_names, labels, split),
+    return write_friend_trees(out_dir, source,
+                              _prediction_branches(scores, class_names, labels, split),
                               suffix="predictions", tree="predictions", metadata=metadata)
 
 
@@ -253,11 +245,15 @@ def report_metrics(scores: torch.Tensor, labels: torch.Tensor, *, class_names: S
     plots += evaluation.plot_score_distributions(sig_score.cpu().numpy(), labels.cpu().numpy(),
                                                  list(class_names), out_dir / "scores")
     cm = np.asarray(metrics["confusion_matrix"]["counts"])
-    cm_names = ["not " + class_names[signal_index], class_names[signal_index]] if len(class_names) > 2 else list(class_names)
+    cm_names = (["not " + class_names[signal_index], class_names[signal_index]]
+                if len(class_names) > 2 else list(class_names))
     if len(class_names) == 2 and signal_index == 0:
         cm_names = cm_names[::-1]
-    plots += evaluation.plot_confusion_matrix(cm, cm_names, out_dir / "confusion_matrix", normalize=False)
-    plots += evaluation.plot_confusion_matrix(cm, cm_names, out_dir / "confusion_matrix_normalized", normalize=True)
+    plots += evaluation.plot_confusion_matrix(cm, cm_names, out_dir / "confusion_matrix",
+                                              normalize=False)
+    plots += evaluation.plot_confusion_matrix(cm, cm_names,
+                                              out_dir / "confusion_matrix_normalized",
+                                              normalize=True)
     if history:
         plots += evaluation.plot_history(history, out_dir / "history")
     plots += list(extra_plots)
@@ -323,7 +319,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     log.info("%d entries from %d file(s): %s", data.source.num_entries, len(data.source.paths),
              ", ".join(f"{n} {s}" for n, s in zip(counts, SPLIT_NAMES, strict=True)))
     if counts[0] == 0 or counts[1] == 0:
-        raise EmptyInputError("the training or validation split is empty; use more data or change data.split")
+        raise EmptyInputError("the training or validation split is empty; "
+                              "use more data or change data.split")
     model = build_model(model_spec["kind"], **model_spec["kwargs"])
     trainer = Trainer(model, cfg.training, run_dir=run_dir, model_spec=model_spec,
                       run_config=run_config, seed=cfg.seed,
@@ -344,7 +341,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
         write_predictions(run_dir / "predictions", data.source, scores.float().cpu().numpy(),
                           cfg.data.class_names,
                           labels=labels.cpu().numpy(), split=data.split,
-                          metadata={"workflow": cfg.name, "checkpoint": str(run_dir / "checkpoint_best.pt")})
+                          metadata={"workflow": cfg.name,
+                                    "checkpoint": str(run_dir / "checkpoint_best.pt")})
         test = torch.from_numpy(data.split == 2).to(trainer.device)
         if test.sum() == 0:
             log.warning("the test split is empty; metrics are computed on the validation split")
@@ -467,7 +465,10 @@ def _flag_labels(arrays: ak.Array, labels: Sequence[str], where: str, start: int
 
 
 def cached_representation(spec: dict[str, Any]) -> Any:
-    """The representation of ``spec``, built once per process (on a dask worker: once per worker)."""
+    """The representation of ``spec``, built once per process.
+
+    On a dask worker: once per worker.
+    """
     key = ("representation", yaml.safe_dump(spec, sort_keys=True))
     return scoring.cached(key, lambda: build_representation(dict(spec)))
 
@@ -517,7 +518,8 @@ class _PredictJob:
                    chunks: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
         """The friend tree ``OUT/predictions/<stem>.predictions.root`` of ``path``."""
         scores = np.concatenate([s for s, _ in chunks])
-        labels = None if any(y is None for _, y in chunks) else np.concatenate([y for _, y in chunks])
+        labels = (None if any(y is None for _, y in chunks)
+                  else np.concatenate([y for _, y in chunks]))
         target = Path(self.out_dir) / "predictions" / f"{Path(path).stem}.predictions.root"
         write_friend_tree(target, _prediction_branches(scores, self.class_names, labels, None),
                           tree="predictions", n_entries=entries, source=path,
@@ -672,9 +674,9 @@ def _prediction_files(run_dir: Path) -> list[Path]:
     return files
 
 
-def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None,
-            split: str = "test", device: str = "auto", working_points: Sequence[float] = (0.3, 0.5)
-            ) -> dict[str, Any]:
+def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
+            names: Sequence[str] | None = None, split: str = "test", device: str = "auto",
+            working_points: Sequence[float] = (0.3, 0.5)) -> dict[str, Any]:
     """Several trained taggers on one rejection and one ROC plot, on the same entries.
 
     Each run's prediction friend trees are read; the runs must have scored the same input
@@ -704,12 +706,14 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Seque
             reference = (labels, which, [f.name for f in files])
         elif not (np.array_equal(labels, reference[0]) and np.array_equal(which, reference[1])
                   and [f.name for f in files] == reference[2]):
-            raise ConfigError(f"{run_dir}: its predictions are not for the same entries, labels and "
-                              f"split as {run_dirs[0]}; compare runs of the same data and seed")
+            raise ConfigError(f"{run_dir}: its predictions are not for the same entries, "
+                              f"labels and split as {run_dirs[0]}; "
+                              "compare runs of the same data and seed")
         config_path = run_dir / "config.yaml"
         cfg = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
         signal = cfg.get("data", {}).get("signal_class") or scores_names[-1][len("score_"):]
-        name = names[k] if names and k < len(names) else f"{cfg.get('model', {}).get('kind', 'model')} ({run_dir.name})"
+        name = (names[k] if names and k < len(names)
+                else f"{cfg.get('model', {}).get('kind', 'model')} ({run_dir.name})")
         s = torch.from_numpy(ak.to_numpy(arrays[f"score_{signal}"])[which]).to(dev)
         y = torch.from_numpy(labels[which] == scores_names.index(f"score_{signal}")).to(dev)
         row, curves[name] = _rejection_row(s, y, working_points)

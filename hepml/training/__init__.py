@@ -8,7 +8,9 @@ from hepml.training.checkpoint import (
 )
 from hepml.training.data import ChunkedDataset, chunk_moments
 from hepml.training.device import float_dtype, resolve_device, supports_float64, to_device
+from hepml.training.splits import SPLIT_NAMES, assign_split, split_seed
 from hepml.training.trainer import Trainer
 
-__all__ = ["ChunkedDataset", "chunk_moments", "Trainer", "load_checkpoint", "model_from_checkpoint", "resolve_device", "save_checkpoint", "versions",
-           "float_dtype", "supports_float64", "to_device"]
+__all__ = ["SPLIT_NAMES", "assign_split", "split_seed", "ChunkedDataset", "chunk_moments",
+           "Trainer", "load_checkpoint", "model_from_checkpoint", "resolve_device",
+           "save_checkpoint", "versions", "float_dtype", "supports_float64", "to_device"]

@@ -60,7 +60,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, *,
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
@@ -80,11 +81,15 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except Exception as exc:  # pickle errors of foreign files
         raise CheckpointError(f"{path}: not a hepml checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a hepml checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path}: not a hepml checkpoint (format "
+            f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r}, "
+            f"expected {FORMAT!r})")
     return state
 
 
-def model_from_checkpoint(state: dict[str, Any], *, source: str | Path = "checkpoint") -> torch.nn.Module:
+def model_from_checkpoint(state: dict[str, Any], *,
+                          source: str | Path = "checkpoint") -> torch.nn.Module:
     """The model a checkpoint describes (``state["model"]``), with its weights, on the CPU.
 
     Raises:

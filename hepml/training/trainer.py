@@ -204,7 +204,8 @@ class Trainer:
         if c.scheduler == "exponential":
             return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=c.gamma)
         if c.scheduler == "plateau":
-            return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.gamma, patience=max(1, c.early_stopping_patience // 2))
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, factor=c.gamma, patience=max(1, c.early_stopping_patience // 2))
         return None
 
     # ------------------------------------------------------------------ state
@@ -213,7 +214,8 @@ class Trainer:
         return {
             "model": self.model_spec,
             "model_state": self.module.state_dict(),
-            "optimizer_state": self._per_group({k: o.state_dict() for k, o in self.optimizers.items()}),
+            "optimizer_state": self._per_group({k: o.state_dict()
+                                                for k, o in self.optimizers.items()}),
             "scheduler_state": self._per_group({k: s.state_dict() if s else None
                                                 for k, s in self.schedulers.items()}),
             "scaler_state": self._per_group({k: s.state_dict() for k, s in self.scalers.items()}),
@@ -251,7 +253,8 @@ class Trainer:
             for name, opt_state in self._by_group(state["optimizer_state"]).items():
                 self.optimizers[name].load_state_dict(opt_state)
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{source}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
+            raise CheckpointError(f"{source}: weights do not fit the model "
+                                  f"({str(exc).splitlines()[0]})") from None
         if state.get("scheduler_state"):
             for name, sched_state in self._by_group(state["scheduler_state"]).items():
                 if self.schedulers.get(name) is not None and sched_state:
@@ -378,7 +381,8 @@ class Trainer:
                 "items_per_s": totals[2].item() / max(seconds, 1e-9),
                 **{k: float(v) / n for k, v in extra.items()}}
 
-    def fit(self, train: ChunkedDataset, val: ChunkedDataset, *, resume: bool = False) -> list[dict[str, float]]:
+    def fit(self, train: ChunkedDataset, val: ChunkedDataset, *,
+            resume: bool = False) -> list[dict[str, float]]:
         """Train until ``epochs`` or early stopping; return the per-epoch history.
 
         Args:

@@ -43,10 +43,10 @@ from hepml.representations.hit_graphs import HitGraphConfig, HitGraphs
 from hepml.representations.hits import HitArrays
 from hepml.representations.track_sequences import TrackSequenceConfig, TrackSequences
 from hepml.tasks.rundir import open_run_dir
-from hepml.tasks.tagging import SPLIT_NAMES, assign_split
 from hepml.tasks.tracking.graph_building import tracks_from_edges
 from hepml.tasks.tracking.lstm_following import find_seeds, follow_tracks
 from hepml.training import ChunkedDataset, Trainer, distributed, resolve_device, to_device
+from hepml.training.splits import SPLIT_NAMES, assign_split, split_seed
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.edge_threshold < 1:
-            raise ConfigError(f"tracking.edge_threshold must lie in (0, 1), got {self.edge_threshold}")
+            raise ConfigError("tracking.edge_threshold must lie in (0, 1), "
+                              f"got {self.edge_threshold}")
         if self.skip_penalty < 0:
             raise ConfigError(f"tracking.skip_penalty must be >= 0, got {self.skip_penalty}")
         if self.gate <= 0:
@@ -153,7 +154,7 @@ class TrackingData:
         self.source = Source(data.files, data.tree, fields, branches=data.branches,
                              step_size=data.step_size, max_entries=data.max_entries,
                              min_chunks_per_file=distributed.world_size())
-        self.split = assign_split(self.source.num_entries, data.split, seed)
+        self.split = assign_split(self.source.num_entries, data.split, split_seed(data, seed))
         self._arrays: dict[int, ak.Array] = {}
 
     def arrays(self, i: int) -> ak.Array:
@@ -173,7 +174,10 @@ class TrackingData:
         return self.split[spec.global_start:spec.global_start + len(spec)]
 
     def examples(self, i: int, which: int) -> tuple[torch.Tensor, ...]:
-        """Training examples (inputs..., target) from the events of split ``which`` in chunk ``i``."""
+        """Training examples (inputs..., target) from the events of split ``which``.
+
+        The events are those of chunk ``i``.
+        """
         _, _, inputs, target, _, _ = _REPRESENTATIONS[self.kind]
         events = self.arrays(i)[self.chunk_split(i) == which]
         try:
@@ -182,7 +186,8 @@ class TrackingData:
             raise exc.with_context(self.where(i)) from None
         return (*(out[k] for k in inputs), out[target])
 
-    def dataset(self, which: int, *, batch_size: int, shuffle: bool, seed: int = 0) -> ChunkedDataset:
+    def dataset(self, which: int, *, batch_size: int, shuffle: bool,
+                seed: int = 0) -> ChunkedDataset:
         """Batches of training examples of split ``which``."""
         built = [self.examples(i, which) for i in range(len(self.source.chunks))]
         loaders: list[Callable[[], tuple[torch.Tensor, ...]]] = [lambda t=t: t for t in built]
@@ -211,7 +216,10 @@ def _model_spec(cfg: dict[str, Any], representation: Any, kind: str) -> dict[str
 def _graph_tracks(model: torch.nn.Module, representation: Any, events: ak.Array,
                   hits: HitArrays, tcfg: TrackingConfig, device: torch.device
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """GNN tracks of ``events``: per-hit track ids; each candidate edge's score, truth, inner hit."""
+    """GNN tracks of ``events``.
+
+    Returns the per-hit track ids, and each candidate edge's score, truth and inner hit.
+    """
     graphs = representation(events)
     offsets = hits.offsets
     n_events = len(events)
@@ -433,10 +441,12 @@ def _evaluate(hits: dict[str, np.ndarray], particles: dict[str, np.ndarray],
     vs_eta = trk.efficiency_vs(eta[reco], found[reco], torch.tensor(tcfg.eta_bins))
     metrics["efficiency_vs_pt"] = _binned(vs_pt)
     metrics["efficiency_vs_eta"] = _binned(vs_eta)
-    plots += tracking_plots.plot_efficiency(vs_pt.edges.cpu().numpy(), {name: vs_pt.efficiency.cpu().numpy()},
+    plots += tracking_plots.plot_efficiency(vs_pt.edges.cpu().numpy(),
+                                            {name: vs_pt.efficiency.cpu().numpy()},
                                             {name: vs_pt.uncertainty.cpu().numpy()},
                                             "particle $p_T$ [GeV]", run_dir / "efficiency_vs_pt")
-    plots += tracking_plots.plot_efficiency(vs_eta.edges.cpu().numpy(), {name: vs_eta.efficiency.cpu().numpy()},
+    plots += tracking_plots.plot_efficiency(vs_eta.edges.cpu().numpy(),
+                                            {name: vs_eta.efficiency.cpu().numpy()},
                                             {name: vs_eta.uncertainty.cpu().numpy()},
                                             rf"particle $\eta$ ($p_T$ > {tcfg.min_pt:g} GeV)",
                                             run_dir / "efficiency_vs_eta", logx=False)
