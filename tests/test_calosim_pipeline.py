@@ -40,7 +40,7 @@ def shower_file(tmp_path_factory) -> Path:
 def run_dir(shower_file, tmp_path_factory) -> Path:
     cfg = load_workflow(WORKFLOW, {**SMALL, "data.files": [str(shower_file)],
                                    "runs_dir": str(tmp_path_factory.mktemp("runs"))})
-    return calosim.run(cfg)
+    return calosim.run(cfg).run_dir
 
 
 def test_run_compares_generated_with_the_test_showers(run_dir, shower_file) -> None:
@@ -126,7 +126,7 @@ def test_calogan_hdf5_input_trains_the_same_generator(shower_file, tmp_path) -> 
     h5 = write_calogan_hdf5(tmp_path / "eplus.hdf5", read_showers(shower_file))
     cfg = load_workflow(WORKFLOW, {**SMALL, "data.files": [str(h5)],
                                    "calosim.particle": "eplus", "runs_dir": str(tmp_path)})
-    run_dir = calosim.run(cfg)
+    run_dir = calosim.run(cfg).run_dir
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["particles"] == [-11] and m["n_showers"]["test"] == 210
 

@@ -144,3 +144,66 @@ def test_mean_images_plot(tmp_path):
             and all(p.stat().st_size > 1000 for p in paths))
     with pytest.raises(EmptyInputError):
         plot_mean_images({}, tmp_path / "none")
+
+
+def test_report_key_metrics_from_the_task_and_each_table_once(tmp_path):
+    """A task's own key metrics fill the table; an extra table is not repeated below."""
+    import re
+
+    metrics = {"tracking": {"efficiency": 0.97, "selection": {"min_pt": 1.0}},
+               "training": {"epochs_run": 7, "best_epoch": 5},
+               "nested": {"a": {"b": {"c": 1}}, "rows": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}}
+    text = write_report(tmp_path, title="t", metrics=metrics, config=None, plots=[],
+                        extra_tables={"training": metrics["training"]},
+                        key_metrics=[("track efficiency", "0.9700 ± 0.0100")]).read_text()
+    key = text.split("<h2>Key metrics</h2>")[1].split("<h2>")[0]
+    assert "track efficiency" in key and "0.9700 ± 0.0100" in key
+    assert text.count("epochs_run") == 1  # the training block once
+    # nested metrics render as nested tables, not JSON blobs in <pre>
+    other = text.split("<h2>Other metrics</h2>")[1].split("<h2>")[0]
+    assert "<pre>" not in other
+    assert len(re.findall("<table>", other)) >= 4
+
+
+def test_rejection_band_stops_at_one(tmp_path, monkeypatch):
+    """The lower edge of the 1/ε_B band never drops below 1 (ε_B <= 1)."""
+    import matplotlib.axes
+
+    seen = []
+    real = matplotlib.axes.Axes.fill_between
+
+    def spy(self, x, y1, y2=0, **kw):
+        seen.append(np.asarray(y1, dtype=float))
+        return real(self, x, y1, y2, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between", spy)
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.rand(60, generator=gen) < 0.5
+    scores = torch.rand(60, generator=gen)  # no separation: 1/ε_B near 1 with large errors
+    plot_rejection({"random": roc_curve(scores, labels)}, tmp_path / "rej")
+    assert seen and min(float(y.min()) for y in seen) >= 1.0
+
+
+def test_history_without_accuracy_has_one_panel(tmp_path):
+    """A model without accuracy (a GAN) gets the loss panel alone, no empty panel."""
+    import matplotlib.pyplot as plt
+
+    created = []
+    real = plt.subplots
+
+    def spy(*args, **kwargs):
+        fig, axes = real(*args, **kwargs)
+        created.append(np.atleast_1d(axes).size)
+        return fig, axes
+
+    history = [{"epoch": i, "train_loss": 1.0 / i, "val_loss": 1.2 / i} for i in range(1, 4)]
+    import hepml.evaluation.plots as plots_module
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(plots_module._pyplot(), "subplots", spy)
+    try:
+        plot_history(history, tmp_path / "h")
+        plot_history([{**h, "val_accuracy": 0.5} for h in history], tmp_path / "h2")
+    finally:
+        monkey.undo()
+    assert created == [1, 2]

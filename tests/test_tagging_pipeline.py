@@ -48,7 +48,7 @@ def _small_workflow(tmp_path: Path, jets_sample: Path, **extra) -> Path:
 def small_run(tmp_path_factory, jets_sample):
     tmp = tmp_path_factory.mktemp("run")
     cfg = load_workflow(_small_workflow(tmp, jets_sample))
-    return cfg, tagging.run(cfg)
+    return cfg, tagging.run(cfg).run_dir
 
 
 def test_run_directory_contents(small_run):
@@ -268,7 +268,7 @@ def test_particlenet_workflow_runs_on_the_same_layers(tmp_path, jets_sample):
     data["runs_dir"] = str(tmp_path / "runs")
     path = tmp_path / "gnn.yaml"
     path.write_text(yaml.safe_dump(data))
-    run_dir = tagging.run(load_workflow(path))
+    run_dir = tagging.run(load_workflow(path)).run_dir
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["n_entries"] == 80 and 0 <= metrics["auc"] <= 1
     with uproot.open(run_dir / "predictions" / f"{jets_sample.stem}.predictions.root") as f:
@@ -285,7 +285,7 @@ def test_compare_runs_on_the_same_test_jets(small_run, tmp_path, jets_sample, ca
     _, run_a = small_run
     cfg_b = load_workflow(_small_workflow(tmp_path, jets_sample, **{"model.dense": [16],
                                                                     "training.epochs": 1}))
-    run_b = tagging.run(cfg_b)
+    run_b = tagging.run(cfg_b).run_dir
     assert main(["compare", str(run_a), str(run_b), "--names", "A", "B", "--out",
                  str(tmp_path / "cmp")]) == 0
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["taggers"]
@@ -296,7 +296,7 @@ def test_compare_runs_on_the_same_test_jets(small_run, tmp_path, jets_sample, ca
     other = load_workflow(_small_workflow(tmp_path, jets_sample, **{"data.max_entries": 1000,
                                                                     "training.epochs": 1}))
     with pytest.raises(ConfigError, match="not for the same entries"):
-        tagging.compare([run_a, tagging.run(other)], tmp_path / "bad")
+        tagging.compare([run_a, tagging.run(other).run_dir], tmp_path / "bad")
 
 
 def _sklearn_rejection(scores: np.ndarray, is_signal: np.ndarray, eff: float) -> float:
@@ -384,7 +384,7 @@ def test_apply_scores_another_layout_through_a_mapping(tmp_path, jets_sample):
     mapping = {f: ("pf_" + f[5:] if f.startswith("part_") else "fatjet_" + f[4:]) for f in fields}
     data["apply"] = [{"name": "other", "files": [str(other)], "branches": mapping}]
     wf.write_text(yaml.safe_dump(data))
-    run_dir = tagging.run(load_workflow(wf))
+    run_dir = tagging.run(load_workflow(wf)).run_dir
     friend = run_dir / "applied" / "other" / "other.predictions.root"
     scores = uproot.open(friend)["predictions"].arrays(library="np")
     assert len(scores["score_top"]) == 200 and set(scores) == {"score_QCD", "score_top"}
@@ -438,7 +438,8 @@ def _small_events_workflow(tmp_path: Path, *, layer: str = "interaction", apply:
 
 def test_event_classification_scores_the_real_hzz_file(tmp_path, realdata):
     """Event graphs -> GNN -> metrics, then the real file through its branch mapping."""
-    run_dir = tagging.run(load_workflow(_small_events_workflow(tmp_path, realdata=realdata)))
+    run_dir = tagging.run(load_workflow(
+        _small_events_workflow(tmp_path, realdata=realdata))).run_dir
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["class_names"] == ["wjets", "ttbar", "higgs"] and "multiclass" in metrics
     assert metrics["auc"] > 0.6  # ttbar vs the rest, already after two epochs of 540 events
@@ -458,7 +459,7 @@ def test_event_classification_with_each_layer(tmp_path, layer):
     """One line of the workflow picks the message-passing layer; each trains and evaluates."""
     cfg = load_workflow(_small_events_workflow(tmp_path, layer=layer, apply=False),
                         {"data.max_entries": 300, "training.epochs": 1})
-    run_dir = tagging.run(cfg)
+    run_dir = tagging.run(cfg).run_dir
     spec = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
     assert spec["kind"] == "gnn" and spec["layer"] == layer and spec["input_dims"] == 14
     metrics = json.loads((run_dir / "metrics.json").read_text())

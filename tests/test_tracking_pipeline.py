@@ -67,7 +67,7 @@ def _double_majority_efficiency(tracks: ak.Array, truth: ak.Array, split: np.nda
 @pytest.mark.parametrize("which", ["gnn", "lstm"])
 def test_workflow_runs_and_metrics_match_a_hand_count(tmp_path, which):
     cfg = _cfg(tmp_path, which)
-    run_dir = tracking.run(cfg)
+    run_dir = tracking.run(cfg).run_dir
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for name in ("report.html", "efficiency_vs_pt.png", "efficiency_vs_eta.png",
                  "history.png", "checkpoint_best.pt", "config.yaml"):
@@ -126,7 +126,7 @@ def test_events_without_hits_are_handled(tmp_path):
                 b[k] = ak.Array([x if keep[i] else [] for i, x in enumerate(b[k].to_list())])
 
     path = _events_with(tmp_path, empty_two)
-    run_dir = tracking.run(_cfg(tmp_path, "lstm", [path], **{"data.max_entries": None}))
+    run_dir = tracking.run(_cfg(tmp_path, "lstm", [path], **{"data.max_entries": None})).run_dir
     tracks = uproot.open(run_dir / "predictions" / "edited.tracks.root")["tracks"].arrays()
     assert len(tracks) == 8
     assert ak.num(tracks.hit_track_id)[1] == 0 and ak.num(tracks.hit_track_id)[5] == 0

@@ -163,7 +163,8 @@ def plot_rejection(curves: Mapping[str, RocLike], path: str | Path, *,
             (line,) = ax.plot(eps_s, rej, label=str(name), lw=2)
             if n_b and n_b > 0:
                 sigma = np.sqrt(eps_b * (1 - eps_b) / n_b) / eps_b**2
-                low = np.clip(rej - sigma, rej * 1e-3, None)
+                # 1/ε_B cannot fall below 1 (ε_B <= 1): the band stops there
+                low = np.clip(rej - sigma, np.maximum(rej * 1e-3, 1.0), None)
                 ax.fill_between(eps_s, low, rej + sigma, color=line.get_color(), alpha=0.25,
                                 lw=0)
             drawn += 1
@@ -312,6 +313,8 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str], path: str | Path,
 def plot_history(history: Sequence[Mapping[str, float]], path: str | Path) -> list[Path]:
     """Training history: loss (top) and accuracy (bottom) per epoch.
 
+    Without any accuracy in the history (models that have none), the loss panel alone.
+
     Args:
         history: One dict per epoch with any of ``epoch``, ``train_loss``, ``val_loss``,
             ``train_accuracy``, ``val_accuracy``, ``lr``; missing keys are skipped.
@@ -332,10 +335,17 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | Path) -> li
     if np.isnan(epochs).any():
         epochs = np.arange(1, len(history) + 1, dtype=np.float64)
     plt = _pyplot()
+    has_accuracy = any(np.isfinite(column(k)).any() for k in ("train_accuracy", "val_accuracy"))
     with _style():
-        fig, (ax_loss, ax_acc) = plt.subplots(2, 1, figsize=(9, 10), sharex=True)
-        for ax, keys, ylabel in ((ax_loss, ("train_loss", "val_loss"), "Loss"),
-                                 (ax_acc, ("train_accuracy", "val_accuracy"), "Accuracy")):
+        if has_accuracy:
+            fig, (ax_loss, ax_acc) = plt.subplots(2, 1, figsize=(9, 10), sharex=True)
+            panels = ((ax_loss, ("train_loss", "val_loss"), "Loss"),
+                      (ax_acc, ("train_accuracy", "val_accuracy"), "Accuracy"))
+        else:  # a model without accuracy (regression, autoencoder, GAN): the loss alone
+            fig, ax_loss = plt.subplots(figsize=(9, 6))
+            ax_acc = ax_loss
+            panels = ((ax_loss, ("train_loss", "val_loss"), "Loss"),)
+        for ax, keys, ylabel in panels:
             drawn = False
             for key, style in zip(keys, ("-o", "--s"), strict=True):
                 values = column(key)

@@ -171,14 +171,22 @@ def _key_metrics(metrics: Mapping[str, Any], flags: Mapping[str, str]) -> list[l
     return rows
 
 
-def _generic_table(data: Any) -> str:
+def _generic_table(data: Any, depth: int = 0) -> str:
+    """A table of any JSON-like value; nested mappings and lists of records as nested tables.
+
+    Below three levels, or for long plain lists, the value is shown compactly instead.
+    """
     if isinstance(data, Mapping):
         rows = []
         for k, v in data.items():
-            nested = isinstance(v, Mapping) or (
-                isinstance(v, (list, tuple)) and any(isinstance(x, (Mapping, list, tuple))
-                                                     for x in v))
-            cell = f"<pre>{_e(json.dumps(json_safe(v), indent=1))}</pre>" if nested else _fmt(v)
+            if isinstance(v, Mapping) or (isinstance(v, (list, tuple)) and v
+                                          and all(isinstance(x, Mapping) for x in v)):
+                cell = (_generic_table(v, depth + 1) if depth < 3 and len(v) <= 40 else
+                        f'<span class="muted">{_e(_compact(v))}</span>')
+            elif isinstance(v, (list, tuple)) and any(isinstance(x, (list, tuple)) for x in v):
+                cell = f'<span class="muted">{_e(_compact(v))}</span>'
+            else:
+                cell = _fmt(v)
             rows.append([_e(k), cell])
         return _table(rows, ["name", "value"])
     if isinstance(data, Sequence) and data and all(isinstance(r, Mapping) for r in data):
@@ -190,6 +198,12 @@ def _generic_table(data: Any) -> str:
         return _table([[_fmt(c) for c in row] if isinstance(row, (list, tuple))
                        else [_fmt(row)] for row in data])
     return f"<pre>{_e(data)}</pre>"
+
+
+def _compact(value: Any, limit: int = 300) -> str:
+    """One line of JSON, cut at ``limit`` characters."""
+    text = json.dumps(json_safe(value), separators=(", ", ": "))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _config_text(config: Any) -> str:
@@ -217,7 +231,8 @@ def _figure(path: Path) -> str:
 
 def write_report(run_dir: str | Path, *, title: str, metrics: Mapping[str, Any],
                  config: Mapping[str, Any] | str | None, plots: Sequence[str | Path],
-                 extra_tables: Mapping[str, Any] | None = None) -> Path:
+                 extra_tables: Mapping[str, Any] | None = None,
+                 key_metrics: Sequence[tuple[str, str]] | None = None) -> Path:
     """Write ``run_dir/report.html``: one self-contained page about a run.
 
     Sections: key metrics (AUC with its bootstrap interval, 1/ε_B ± σ at each working
@@ -234,7 +249,10 @@ def write_report(run_dir: str | Path, *, title: str, metrics: Mapping[str, Any],
             listed under "other metrics").
         config: The resolved configuration (dict) or its YAML text.
         plots: Image files to embed (PNG; PDFs are skipped, they do not embed inline).
-        extra_tables: Name → a dict, a list of dicts, or a list of rows.
+        extra_tables: Name → a dict, a list of dicts, or a list of rows. A name that is
+            also a key of ``metrics`` is shown here only, not again under "other metrics".
+        key_metrics: (label, value) rows of plain text for the key-metrics table, as the
+            task summarises its run (default: the classification figures of ``metrics``).
 
     Returns:
         The path of ``report.html``.
@@ -246,7 +264,9 @@ def write_report(run_dir: str | Path, *, title: str, metrics: Mapping[str, Any],
     body = [f"<h1>{_e(title)}</h1>",
             f'<p class="muted">generated {_e(_now())} by hepml</p>']
 
-    body += ["<h2>Key metrics</h2>", _table(_key_metrics(metrics, flags), ["metric", "value"])]
+    rows = ([[_e(label), _e(value)] for label, value in key_metrics] if key_metrics is not None
+            else _key_metrics(metrics, flags))
+    body += ["<h2>Key metrics</h2>", _table(rows, ["metric", "value"])]
     for warning in metrics.get("warnings") or []:
         body.append(f'<p class="flag">warning: {_e(warning)}</p>')
 
@@ -295,6 +315,7 @@ def write_report(run_dir: str | Path, *, title: str, metrics: Mapping[str, Any],
              "n_signal", "n_background", "n_entries", "device", "rejection",
              "rejection_infinite"}
     shown |= {k for k in metrics if "@" in k}
+    shown |= set(extra_tables or {})
     other = {k: v for k, v in metrics.items() if k not in shown}
     if other:
         body += ["<h2>Other metrics</h2>", _generic_table(other)]

@@ -34,7 +34,7 @@ import heapq
 import logging
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ from hepml.io import write_friend_tree, write_friend_trees, write_tree
 from hepml.models import build_model
 from hepml.representations import Features
 from hepml.tasks import scoring
+from hepml.tasks._job import JobResult, Summary, number, with_error
+from hepml.tasks._job import rows as _job_rows
 from hepml.tasks.rundir import open_run_dir, write_json
 from hepml.tasks.tagging import (
     TaggingData,
@@ -623,7 +625,7 @@ def _model_spec(cfg: dict[str, Any], representation: Any) -> dict[str, Any]:
                                      for k, v in kwargs.items()}}
 
 
-def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
+def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
     """Train the autoencoder of workflow ``cfg`` and scan; return the run directory."""
     a = anomaly_config(cfg)
     torch.manual_seed(cfg.seed)
@@ -677,7 +679,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     result = score_data(trainer.module, data, device=trainer.device,
                         batch_size=256, score=a.score, top=a.top, scanned=scanned)
     if not main:
-        return run_dir
+        return JobResult(run_dir, cfg.task)
     meta = {"workflow": cfg.name, "checkpoint": str(run_dir / "checkpoint_best.pt"),
             "score": a.score}
     _scores_friend_trees(run_dir / "predictions", data, result, labels=labels, scanned=scanned,
@@ -754,14 +756,31 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
             {"background efficiency": k, "n kept": v["n_kept"], "JS divergence": v["js_divergence"],
              "JS of random subsets": v["js_random_subset"]}
             for k, v in metrics["mass_sculpting"]["cuts"].items()]
+    summary = summarise(metrics, run_dir)
     evaluation.write_report(run_dir, title=f"{cfg.name}: anomaly scan",
                             metrics={k: v for k, v in metrics.items()
                                      if k not in ("mass_sculpting", "signal_efficiency",
                                                   "injection")},
                             config=run_config, plots=[p for p in plots if str(p).endswith(".png")],
-                            extra_tables=tables)
+                            extra_tables=tables, key_metrics=summary.key_metrics)
     write_json(run_dir / "scan_summary.json", {"top": rows[:10]})
-    return run_dir
+    return JobResult(run_dir, cfg.task, summary, metrics)
+
+
+def summarise(metrics: Mapping[str, Any], run_dir: Path) -> Summary:
+    """The run's summary: AUC and ε_S at fixed ε_B when labelled, entries scanned, ranking."""
+    parts = [f"AUC {number(metrics['auc'])}"] if isinstance(metrics.get("auc"), float) else []
+    key = [("entries scanned", number(metrics.get("n_scanned"), ",d")),
+           ("AUC (signal vs background)", number(metrics.get("auc")))]
+    for eb, v in (metrics.get("signal_efficiency") or {}).items():
+        if isinstance(v.get("value"), float):
+            parts.append(f"eps_S at eps_B={eb}: {v['value']:.3f}")
+            key.append((f"εS at εB = {eb}", with_error(v["value"], v.get("uncertainty"),
+                                                        ".3f")))
+    ranked = (metrics.get("ranked") or {}).get("csv")
+    lines = [", ".join(parts) if parts else f"{metrics.get('n_scanned')} entries scanned",
+             f"most anomalous entries: {ranked}", f"report: {run_dir / 'report.html'}"]
+    return Summary(lines=tuple(lines), key_metrics=_job_rows(key))
 
 
 # ------------------------------------------------------------------------------ scan

@@ -23,7 +23,7 @@ import logging
 import time
 import typing
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from hepml.io.calo import CALOGAN, PARTICLES, CaloLayout, Showers
 from hepml.models import build_model
 from hepml.models.calogan import EnergyRangeWarning
 from hepml.representations.calo_layers import particle_indices, shower_tensors
+from hepml.tasks._job import JobResult, Summary, number, rows
 from hepml.tasks.rundir import open_run_dir
 from hepml.training import ChunkedDataset, Trainer, distributed, resolve_device
 from hepml.training.checkpoint import load_checkpoint
@@ -212,7 +213,7 @@ def generation_speed(model: torch.nn.Module, *, device: torch.device, batch_size
     return speeds
 
 
-def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
+def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
     """Train the generator of workflow ``cfg`` and compare it with the test showers.
 
     Returns:
@@ -268,7 +269,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     train_seconds = time.perf_counter() - t_train
     trainer.load_best()
     if not distributed.is_main_process():
-        return run_dir
+        return JobResult(run_dir, cfg.task)
     device = trainer.device
     gen_model = trainer.module
 
@@ -349,13 +350,51 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                  for k, v in sorted(sep.items(), key=lambda kv: -kv[1])],
              "generation speed (showers/s)": metrics["generation"]["showers_per_s"],
              "training": metrics["training"]}
+    summary = summarise(metrics, run_dir)
     evaluation.write_report(run_dir, title=f"{cfg.name}: CaloGAN fast calorimeter simulation",
                             metrics={k: v for k, v in metrics.items()
                                      if k not in ("separation_power", "separation_power_floor")},
                             config=run_config,
                             plots=[p for p in plots if str(p).endswith(".png")],
-                            extra_tables=extra)
-    return run_dir
+                            extra_tables=extra, key_metrics=summary.key_metrics)
+    return JobResult(run_dir, cfg.task, summary, metrics)
+
+
+def summarise(metrics: Mapping[str, Any], run_dir: Path) -> Summary:
+    """The run's summary: classifier AUCs, separation powers, generator speed, the goal."""
+    clf = metrics.get("classifier") or {}
+    lo, hi = (clf.get("auc_interval") or [None, None])[:2]
+    band = f" [{number(lo, '.3f')}, {number(hi, '.3f')}]" if lo is not None else ""
+    lines = [f"classifier AUC generated vs test showers (high-level observables): "
+             f"{number(clf.get('auc'), '.3f')}{band}"]
+    lon = (metrics.get("classifier_longitudinal") or {}).get("auc")
+    if isinstance(lon, float):
+        lines.append(f"classifier AUC on the longitudinal energy observables alone: "
+                     f"{number(lon, '.3f')}")
+    mean = metrics.get("mean_separation_power")
+    floor = metrics.get("separation_power_floor_mean")
+    if isinstance(mean, float):
+        lines.append(f"mean separation power {number(mean)} (floor from test halves "
+                     f"{number(floor)})")
+    speeds = (metrics.get("generation") or {}).get("showers_per_s") or {}
+    if speeds:
+        lines.append("generator: " + ", ".join(f"{v:,.0f} showers/s at batch {k}"
+                                              for k, v in speeds.items()))
+    goal = metrics.get("goal")
+    if goal:
+        lines.append(f"goal {'met' if goal['met'] else 'NOT met'}: {goal['statement']}")
+    lines += [f"generated showers: {run_dir / 'generated_showers.root'}",
+              f"report: {run_dir / 'report.html'}"]
+    fastest = max(speeds.values()) if speeds else None
+    key = rows([
+        ("classifier AUC, generated vs test (high-level)", number(clf.get("auc"), ".3f") + band),
+        ("classifier AUC, longitudinal observables", number(lon, ".3f")),
+        ("mean separation power", number(mean)),
+        ("separation power floor (test half vs half)", number(floor)),
+        ("generation (showers/s, fastest batch)", number(fastest, ",.0f")),
+        ("goal", ("met" if goal["met"] else "NOT met") if goal else "n/a"),
+    ])
+    return Summary(lines=tuple(lines), key_metrics=key)
 
 
 def _plots(run_dir: Path, reference: Showers, generated: Showers, comparison: dict[str, Any],

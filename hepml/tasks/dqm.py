@@ -41,7 +41,7 @@ import logging
 import math
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from hepml.evaluation.metrics import binomial_rate
 from hepml.io import ChunkSpec, Source, expand_files, open_tree, read_metadata, write_friend_trees
 from hepml.models import build_model
 from hepml.representations.lumisections import LumisectionMaps
+from hepml.tasks._job import JobResult, Summary, number, rows, with_error
 from hepml.tasks.rundir import open_run_dir
 from hepml.training import (
     ChunkedDataset,
@@ -831,7 +832,7 @@ def _plots(out_dir: Path, data: LumisectionData, scored: ScoredRun, flagged: np.
 
 
 # ----------------------------------------------------------------------------- the task
-def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
+def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
     """Train the monitor of workflow ``cfg``, score every LS, evaluate; return the run dir.
 
     Args:
@@ -917,7 +918,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     train_seconds = time.perf_counter() - t_train
     trainer.load_best()
     if not main:
-        return run_dir
+        return JobResult(run_dir, cfg.task)
     device = trainer.device
     # a pull is at least one count per LS away: floor / scale in residual units
     spread_floor = (floor / trainer.module.scale.detach().reshape(-1).cpu().double()
@@ -1002,14 +1003,45 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     extra["false alarms"] = metrics.get("false_alarm_rate") or metrics.get("flag_rate")
     extra["training"] = metrics["training"]
     extra["normalisation"] = metrics["normalization"]
+    summary = summarise(metrics, run_dir)
     evaluation.write_report(run_dir, title=f"{cfg.name}: data-quality monitoring "
                                            f"({model_spec['kind']})",
                             metrics={k: v for k, v in metrics.items()
                                      if k not in ("detection", "binning")},
                             config=run_config,
                             plots=[p for p in plots if str(p).endswith(".png")],
-                            extra_tables=extra)
-    return run_dir
+                            extra_tables=extra, key_metrics=summary.key_metrics)
+    return JobResult(run_dir, cfg.task, summary, metrics)
+
+
+def summarise(metrics: Mapping[str, Any], run_dir: Path) -> Summary:
+    """The run's summary: threshold, flagged lumisections, false alarms, detection, goal."""
+    far = metrics.get("false_alarm_rate") or {}
+    line = (f"{metrics.get('n_flagged')} of {metrics.get('n_scored')} lumisections flagged, "
+            f"threshold {number(metrics.get('threshold'), '.4g')}")
+    if isinstance(far.get("value"), float):
+        line += (f"; false-alarm rate on test good LS {number(far['value'])} "
+                 f"± {number(far.get('uncertainty'))} "
+                 f"(target {metrics.get('false_alarm_rate_target')})")
+    lines = [line]
+    key = [("lumisections flagged", f"{metrics.get('n_flagged')} of {metrics.get('n_scored')}"),
+           ("threshold", number(metrics.get("threshold"), ".4g")),
+           ("false-alarm rate (test good LS)", with_error(far.get("value"),
+                                                          far.get("uncertainty")))]
+    for name, row in (metrics.get("detection") or {}).items():
+        eff = row.get("efficiency") or {}
+        if isinstance(eff.get("value"), float):
+            lines.append(f"  {name}: detected {eff['passed']}/{eff['total']} = "
+                         f"{eff['value']:.3f}")
+            key.append((f"detected: {name}", f"{eff['passed']}/{eff['total']} = "
+                                             f"{eff['value']:.3f}"))
+    goal = metrics.get("goal")
+    if goal:
+        lines.append(f"goal {'met' if goal['met'] else 'NOT met'}: {goal['statement']}")
+        key.append(("goal", "met" if goal["met"] else "NOT met"))
+    lines += [f"flagged: {run_dir / 'flagged_lumisections.csv'}",
+              f"report: {run_dir / 'report.html'}"]
+    return Summary(lines=tuple(lines), key_metrics=rows(key))
 
 
 # ----------------------------------------------------------------------------- hepml dqm

@@ -16,7 +16,14 @@ from hepml.io import file_checksum
 from hepml.io.atomic import output_error
 from hepml.training import distributed, versions
 
-__all__ = ["make_run_dir", "write_json", "record_inputs", "open_run_dir"]
+__all__ = ["make_run_dir", "made_run_dirs", "write_json", "record_inputs", "open_run_dir"]
+
+_MADE: list[Path] = []
+
+
+def made_run_dirs() -> list[Path]:
+    """The run directories that :func:`make_run_dir` made in this process, oldest first."""
+    return list(_MADE)
 
 
 def make_run_dir(runs_dir: str | Path, name: str) -> Path:
@@ -30,6 +37,7 @@ def make_run_dir(runs_dir: str | Path, name: str) -> Path:
         path.mkdir(parents=True)
     except OSError as exc:
         raise output_error(path, exc, "make the run directory") from None
+    _MADE.append(path)
     return path
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from hepml.errors import (
 from hepml.io import Source, expand_files, open_tree, read, write_friend_tree, write_friend_trees
 from hepml.models import build_model
 from hepml.tasks import scoring
+from hepml.tasks._job import JobResult, Summary, number
 from hepml.tasks.rundir import open_run_dir, write_json
 from hepml.training import (
     ChunkedDataset,
@@ -292,8 +293,8 @@ def _apply_summary(scores: np.ndarray, class_names: Sequence[str],
             "friend_trees": [str(f) for f in files]}
 
 
-def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
-    """Train and evaluate the tagger of workflow ``cfg``; return the run directory.
+def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
+    """Train and evaluate the tagger of workflow ``cfg``; return the run's result.
 
     Args:
         cfg: The workflow.
@@ -376,7 +377,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                     "device": str(trainer.device), "mixed_precision": trainer.amp,
                     "n_train": int(counts[0]), "n_validation": int(counts[1]),
                     "n_test": int(counts[2])}
-        report_metrics(scores[test], labels[test], class_names=cfg.data.class_names,
+        metrics = report_metrics(scores[test], labels[test], class_names=cfg.data.class_names,
                        signal_index=cfg.data.signal_index, config=cfg.evaluation,
                        out_dir=run_dir, history=history, run_config=run_config,
                        title=f"{cfg.name}: {cfg.data.class_names[cfg.data.signal_index]} "
@@ -384,7 +385,18 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
                        seed=cfg.seed,
                        extra={"training": training, **({"applied": applied} if applied else {})},
                        extra_plots=image_plots)
-    return run_dir
+        return JobResult(run_dir, cfg.task, summarise(metrics, run_dir), metrics)
+    return JobResult(run_dir, cfg.task)
+
+
+def summarise(metrics: Mapping[str, Any], run_dir: Path) -> Summary:
+    """The run's summary: AUC and 1/ε_B at each working point (the report's default table)."""
+    parts = [f"AUC {number(metrics.get('auc'))}"]
+    for wp, v in (metrics.get("rejection") or {}).items():
+        val = v.get("value") if isinstance(v, Mapping) else v
+        if isinstance(val, (int, float)):
+            parts.append(f"1/eps_B at eps_S={wp}: {number(val, '.1f')}")
+    return Summary(lines=(", ".join(parts), f"report: {run_dir / 'report.html'}"))
 
 
 def _applied_score_plot(test_scores: np.ndarray, test_labels: np.ndarray,

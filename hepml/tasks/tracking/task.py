@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from hepml.models.lstm_tracker import gaussian_nll
 from hepml.representations.hit_graphs import HitGraphConfig, HitGraphs
 from hepml.representations.hits import HitArrays
 from hepml.representations.track_sequences import TrackSequenceConfig, TrackSequences
+from hepml.tasks._job import JobResult, Summary, number, rows, with_error
 from hepml.tasks.rundir import open_run_dir
 from hepml.tasks.tracking.graph_building import tracks_from_edges
 from hepml.tasks.tracking.lstm_following import find_seeds, follow_tracks
@@ -282,7 +283,7 @@ def _cat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
-def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
+def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
     """Train the tracker of workflow ``cfg``, find tracks in every event, evaluate the test split.
 
     Args:
@@ -328,7 +329,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     history = trainer.fit(train, val, resume=bool(resume))
     trainer.load_best()
     if not main:
-        return run_dir
+        return JobResult(run_dir, cfg.task)
     model = trainer.module
     device = trainer.device
 
@@ -380,12 +381,39 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> Path:
     metrics["timing"] = {"track_finding_s": seconds,
                          "events_per_s": data.source.num_entries / max(seconds, 1e-9)}
     evaluation.write_metrics_json(run_dir / "metrics.json", metrics)
+    summary = summarise(metrics, run_dir)
     evaluation.write_report(run_dir, title=f"{cfg.name}: tracking ({model_spec['kind']})",
                             metrics=metrics, config=run_config,
                             plots=[p for p in plots if str(p).endswith(".png")],
                             extra_tables={"training": metrics["training"],
-                                          "timing": metrics["timing"]})
-    return run_dir
+                                          "timing": metrics["timing"]},
+                            key_metrics=summary.key_metrics)
+    return JobResult(run_dir, cfg.task, summary, metrics)
+
+
+def summarise(metrics: Mapping[str, Any], run_dir: Path) -> Summary:
+    """The run's summary: track efficiency, fake rate and TrackML score."""
+    t = metrics.get("tracking") or {}
+    sel = t.get("selection") or {}
+    line = (f"pT > {sel.get('min_pt')} GeV: track efficiency {number(t.get('efficiency'))}, "
+            f"fake rate {number(t.get('fake_rate'))}, "
+            f"TrackML score {number(metrics.get('trackml_score'))}")
+    edges = metrics.get("edges") or {}
+    timing = metrics.get("timing") or {}
+    key = rows([
+        (f"track efficiency (pT > {sel.get('min_pt')} GeV)",
+         with_error(t.get("efficiency"), t.get("efficiency_uncertainty"))),
+        ("fake rate", with_error(t.get("fake_rate"), t.get("fake_rate_uncertainty"))),
+        ("duplicate rate",
+         with_error(t.get("duplicate_rate"), t.get("duplicate_rate_uncertainty"))),
+        ("TrackML score", number(metrics.get("trackml_score"))),
+        ("edge efficiency", number(edges.get("efficiency"))),
+        ("edge purity", number(edges.get("purity"))),
+        ("events evaluated", number(t.get("n_events"), "d")),
+        ("reconstructable particles", number(t.get("n_reconstructable"), "d")),
+        ("track finding (events/s)", number(timing.get("events_per_s"), ".2f")),
+    ])
+    return Summary(lines=(line, f"report: {run_dir / 'report.html'}"), key_metrics=key)
 
 
 def _write_tracks(out_dir: Path, data: TrackingData, per_file: dict[str, list[ak.Array]],
