@@ -121,3 +121,20 @@ def test_predict_a_directory_names_it(checkpoint, tmp_path, capsys):
     line = _one_error_line(capsys, code, f"{data_dir}: is a directory",
                            f"{data_dir / '*.root'}")
     assert "IsADirectoryError" not in line
+
+
+@pytest.mark.parametrize("command", ["predict", "export", "scan", "simulate", "dqm"])
+def test_run_directory_as_checkpoint(command, checkpoint, tmp_path, capsys):
+    run_dir = checkpoint.parent
+    argv = {
+        "predict": ["predict", "--checkpoint", str(run_dir), JETS, "--out", str(tmp_path / "o")],
+        "export": ["export", "--checkpoint", str(run_dir), "--out", str(tmp_path / "m.onnx")],
+        "scan": ["scan", "--checkpoint", str(run_dir), JETS, "--out", str(tmp_path / "o")],
+        "simulate": ["simulate", "--checkpoint", str(run_dir), "--n", "2",
+                     "--out", str(tmp_path / "s.root")],
+        "dqm": ["dqm", "--checkpoint", str(run_dir), JETS, "--out", str(tmp_path / "o")],
+    }[command]
+    code = main(["-q", *argv])
+    line = _one_error_line(capsys, code, f"{run_dir}: is a directory; give the checkpoint file",
+                           str(checkpoint))
+    assert "corrupt" not in line
