@@ -103,3 +103,34 @@ def test_gpu_check_steps_run_on_the_cpu(tmp_path: Path, step: str) -> None:
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     result = json.loads(out.read_text())
     assert result["step"] == step and not result["failures"] and result["tables"]
+
+
+def _top_tagging_metrics(rejection_03: float | None) -> dict:
+    """A run's metrics.json as written (inf as null) with the given 1/eps_B at eps_S = 0.3."""
+    infinite = rejection_03 is None
+    return {
+        "n_background": 412, "auc": 0.97, "auc_ci": [0.96, 0.98],
+        "training": {"n_train": 1800},
+        "rejection": {
+            "0.3": {"value": rejection_03, "uncertainty": None if infinite else 12.3,
+                    "background_efficiency": 0.0 if infinite else 1 / rejection_03,
+                    "infinite": infinite},
+            "0.5": {"value": 87.6, "uncertainty": 9.4, "background_efficiency": 1 / 87.6,
+                    "infinite": False},
+        },
+    }
+
+
+def test_top_tagging_table_shows_an_infinite_rejection_as_a_bound() -> None:
+    """No test background passing (null in metrics.json) prints "> N", not a TypeError."""
+    import bench_top_tagging as bench
+
+    header, ours, published = bench.table_rows(_top_tagging_metrics(None))
+    assert ours[3] == "> 412 (no background passes)" and ours[4] == "88 ± 9"
+    assert header[3] == "1/eps_B @ eps_S=0.3" and published[0].startswith("CNN")
+    finite = bench.table_rows(_top_tagging_metrics(250.4))[1]
+    assert finite[3] == "250 ± 12"
+    m = _top_tagging_metrics(None)
+    m["rejection"]["0.3"]["value"] = float("inf")  # a dict not read back from JSON
+    del m["n_background"]
+    assert bench.format_rejection(m, "0.3") == "inf (no background passes)"
