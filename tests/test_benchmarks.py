@@ -134,3 +134,26 @@ def test_top_tagging_table_shows_an_infinite_rejection_as_a_bound() -> None:
     m["rejection"]["0.3"]["value"] = float("inf")  # a dict not read back from JSON
     del m["n_background"]
     assert bench.format_rejection(m, "0.3") == "inf (no background passes)"
+
+
+def _dqm_type(passed: int, n: int, *, touches: bool, meets: bool) -> dict:
+    """A fault type's entry of a dqm run's metrics.json ``detection``."""
+    return {"n_lumisections": n, "touches_coverage": touches, "meets_target": meets,
+            "efficiency": {"passed": passed, "value": passed / n, "uncertainty": 0.085},
+            "channel_fraction": {"mean": 0.025 if touches else 0.0007},
+            "top1_in_mask": {"value": 1.0}, "topk_precision": {"mean": 0.9}}
+
+
+def test_dqm_goal_column_says_yes_only_where_the_goal_holds() -> None:
+    """A type the goal applies to but detected in 6 of 25 LS is "no", not "yes"."""
+    import bench_dqm as bench
+
+    def goal(entry: dict) -> str:
+        return bench.detection_row("gain_drift", entry).split()[7]
+
+    missed = _dqm_type(6, 25, touches=True, meets=False)
+    assert "0.240 ± 0.085" in bench.detection_row("gain_drift", missed)
+    assert goal(missed) == "no"
+    assert goal(_dqm_type(25, 25, touches=True, meets=True)) == "yes"
+    assert goal(_dqm_type(13, 14, touches=False, meets=False)) == "n/a"  # < coverage
+    assert goal(_dqm_type(14, 14, touches=False, meets=True)) == "n/a"
