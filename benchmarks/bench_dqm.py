@@ -95,15 +95,22 @@ def main() -> None:
     """Run the benchmark."""
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--file", default=str(ROOT / "data_samples" / "dqm_run.root"))
-    p.add_argument("--tree", default="lumis")
-    p.add_argument("--workflow", default=str(ROOT / "workflows" / "dqm_monitor.yaml"))
+    p.add_argument("--file", default=str(ROOT / "data_samples" / "dqm_run.root"),
+                   help="ROOT file of lumisections read, built and scored (default: %(default)s)")
+    p.add_argument("--tree", default="lumis", help="tree of --file (default: %(default)s)")
+    p.add_argument("--workflow", default=str(ROOT / "workflows" / "dqm_monitor.yaml"),
+                   help="dqm workflow whose representation and model are timed without "
+                   "--checkpoint (default: %(default)s)")
     p.add_argument("--checkpoint", help="trained weights (default: untrained, same cost)")
     p.add_argument("--run", help="a finished dqm run directory: print its detection table")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timings of each step; the best is kept (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="lumisections per forward pass of (c) (default: %(default)s)")
+    p.add_argument("--device", default="cpu",
+                   help="device of the scoring (c): cpu, cuda, ... (default: %(default)s)")
     p.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -70,12 +70,18 @@ def table_rows(metrics: dict) -> list[tuple[str, ...]]:
 def main() -> int:
     """Run the benchmark from the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--jets-per-class", type=int, default=15000)
-    p.add_argument("--seed", type=int, default=11, help="generation seed")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--cache", default="/tmp/hepml-bench", help="where the generated sample lives")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--generate-only", action="store_true")
+    p.add_argument("--jets-per-class", type=int, default=15000,
+                   help="jets generated per class, QCD and top (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=11,
+                   help="generation seed (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes of the generation (default: %(default)s)")
+    p.add_argument("--cache", default="/tmp/hepml-bench",
+                   help="where the generated sample and the runs live (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=30,
+                   help="training.epochs of the run (default: %(default)s)")
+    p.add_argument("--generate-only", action="store_true",
+                   help="generate (or find) the sample, then stop without training")
     p.add_argument("--file", help="train on this sample instead of generating one")
     p.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = p.parse_args()

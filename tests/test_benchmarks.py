@@ -157,3 +157,44 @@ def test_dqm_goal_column_says_yes_only_where_the_goal_holds() -> None:
     assert goal(_dqm_type(25, 25, touches=True, meets=True)) == "yes"
     assert goal(_dqm_type(13, 14, touches=False, meets=False)) == "n/a"  # < coverage
     assert goal(_dqm_type(14, 14, touches=False, meets=True)) == "n/a"
+
+
+class _Parsed(Exception):
+    """Raised instead of parsing: carries the parser a script built."""
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in BENCHMARKS.glob("*.py")
+                                          if not p.stem.startswith("_")))
+def test_every_benchmark_option_has_help_with_its_default(script, monkeypatch) -> None:
+    """Each option says what it is and, where it has one, its default (shown by --help)."""
+    import argparse
+    import importlib
+
+    module = importlib.import_module(script)
+    if not hasattr(module, "main"):
+        pytest.skip(f"{script} has no command line")
+
+    def capture(self, *args, **kwargs):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py"])
+    with pytest.raises(_Parsed) as info:
+        module.main()
+    parsers = [info.value.args[0]]
+    missing = []
+    for parser in parsers:
+        parser.format_help()  # a stray % in a help string fails here
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += list(action.choices.values())
+                continue
+            if isinstance(action, argparse._HelpAction):
+                continue
+            name = f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help:
+                missing.append(f"{name}: no help")
+            elif action.default not in (None, False, argparse.SUPPRESS) and not action.required \
+                    and "default" not in action.help:
+                missing.append(f"{name}: default {action.default!r} not in the help")
+    assert not missing, missing
