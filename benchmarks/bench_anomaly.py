@@ -84,11 +84,17 @@ def child_scan(ckpt: Path, files: list[str], out: Path, threads: int) -> dict:
 def main() -> None:
     """Run the benchmark from the command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, type=Path, help="finished anomaly run directory")
-    p.add_argument("--file", default=str(ROOT / "data_samples" / "top_qcd_jets.root"))
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeat", type=int, default=2)
-    p.add_argument("--copies", type=int, default=10)
+    p.add_argument("--run", required=True, type=Path,
+                   help="finished anomaly run directory; its checkpoint_best.pt scores --file")
+    p.add_argument("--file", default=str(ROOT / "data_samples" / "top_qcd_jets.root"),
+                   help="ROOT file scanned, in the run's layout (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch CPU threads, here and in the scans of (d) (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="timings of (a)-(c); the best is kept (default: %(default)s)")
+    p.add_argument("--copies", type=int, default=10,
+                   help="links to --file scanned in (d), the larger input whose peak memory "
+                   "is compared with the file once (default: %(default)s)")
     p.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

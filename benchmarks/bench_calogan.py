@@ -90,12 +90,17 @@ def generator(checkpoint: str | None) -> torch.nn.Module:
 def main() -> None:
     """Run the benchmark from the command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", help="a calosim run's checkpoint_best.pt")
+    ap.add_argument("--checkpoint", help="a calosim run's checkpoint_best.pt (default: "
+                    "untrained weights of workflows/calogan.yaml's model, the same cost)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of torch (numpy "
                     "simulation is single-threaded) (default: %(default)s)")
-    ap.add_argument("--energy", type=float, default=50.0, help="incident energy, GeV")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--min-seconds", type=float, default=1.0)
+    ap.add_argument("--energy", type=float, default=50.0,
+                    help="incident energy of the timed showers, GeV (default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="timings of each measurement; the best is kept (default: %(default)s)")
+    ap.add_argument("--min-seconds", type=float, default=1.0,
+                    help="shortest duration of one timing, in seconds; batches are repeated "
+                    "until it is reached (default: %(default)s)")
     ap.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -41,12 +41,19 @@ from hepml.representations import EventGraphs  # noqa: E402
 def main() -> int:
     """Run the benchmark from the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--file", default=str(ROOT / "data_samples" / "events_ttbar_wjets_higgs.root"))
-    p.add_argument("--tree", default="tree")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--steps", type=int, default=20, help="timed training steps per layer")
-    p.add_argument("--layers", nargs="+", default=["gcn", "gat", "edgeconv", "interaction"])
+    p.add_argument("--file", default=str(ROOT / "data_samples" / "events_ttbar_wjets_higgs.root"),
+                   help="ROOT file of events in the layout of "
+                   "workflows/event_classification.yaml (default: %(default)s)")
+    p.add_argument("--tree", default="tree", help="tree of --file (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timings of each step; the best is kept (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch CPU threads (default: the number of cores, %(default)s)")
+    p.add_argument("--steps", type=int, default=20,
+                   help="timed training steps per layer (default: %(default)s)")
+    p.add_argument("--layers", nargs="+", default=["gcn", "gat", "edgeconv", "interaction"],
+                   help="message-passing layers of EventGNN timed in (c) "
+                   "(default: %(default)s)")
     p.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -31,11 +31,13 @@ def main() -> None:
     from hepml.simulation.jets import JetGenerationConfig, generate_jet_arrays
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-jets", type=int, default=300, help="jets per process")
+    parser.add_argument("--n-jets", type=int, default=300,
+                        help="jets generated per process (default: %(default)s)")
     parser.add_argument("--process", nargs="+", default=["qcd", "top"],
-                        help="processes to time (qcd, top, w)")
+                        help="processes to time: qcd, top, w (default: %(default)s)")
     parser.add_argument("--no-mpi", action="store_true", help="switch off MPI")
-    parser.add_argument("--seed", type=int, default=101, help="master seed")
+    parser.add_argument("--seed", type=int, default=101,
+                        help="master seed of the generation (default: %(default)s)")
     parser.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = parser.parse_args()
     rows = []

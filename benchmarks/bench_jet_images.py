@@ -83,12 +83,17 @@ def synthetic_file(path: Path, n: int, seed: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark from the command line (or from ``argv``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--file", default="data_samples/top_qcd_jets.root")
-    parser.add_argument("--tree", default="tree")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--step", type=int, default=20_000, help="entries per chunk for iterate")
+    parser.add_argument("--file", default="data_samples/top_qcd_jets.root",
+                        help="ROOT file of jets with JetClass branches (default: %(default)s)")
+    parser.add_argument("--tree", default="tree", help="tree of --file (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timings of each step; the best is kept (default: %(default)s)")
+    parser.add_argument("--step", type=int, default=20_000,
+                        help="entries per chunk for uproot.iterate and the chunked building "
+                        "(default: %(default)s)")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
-                        help="benchmark on a temporary file of N random jets instead of --file")
+                        help="benchmark on a temporary file of N random jets instead of "
+                        "--file (default: %(default)s, use --file)")
     parser.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = parser.parse_args(argv)
 

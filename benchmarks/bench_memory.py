@@ -152,17 +152,24 @@ def _entries(path: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the measurements and print them."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--file", default=str(ROOT / "data_samples" / "top_qcd_jets.root"))
-    p.add_argument("--workflow", default=str(ROOT / "workflows" / "top_tagging_cnn.yaml"))
-    p.add_argument("--copies", type=int, default=10, help="copies of --file for the 10 N input")
-    p.add_argument("--step-size", type=int, default=2000, help="data.step_size of the training")
+    p.add_argument("--file", default=str(ROOT / "data_samples" / "top_qcd_jets.root"),
+                   help="the input of N entries, in the workflow's layout "
+                   "(default: %(default)s)")
+    p.add_argument("--workflow", default=str(ROOT / "workflows" / "top_tagging_cnn.yaml"),
+                   help="workflow trained and scored (default: %(default)s)")
+    p.add_argument("--copies", type=int, default=10,
+                   help="copies of --file for the 10 N input (default: %(default)s)")
+    p.add_argument("--step-size", type=int, default=2000,
+                   help="data.step_size of the training (default: %(default)s)")
     p.add_argument("--part", nargs="+", choices=("training", "scoring"),
-                   default=["training", "scoring"])
-    p.add_argument("--workers", type=int, default=2, help="LocalCluster workers of the scoring")
+                   default=["training", "scoring"],
+                   help="which measurements to run (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="LocalCluster workers of the scoring (default: %(default)s)")
     p.add_argument("--checkpoint", type=Path,
                    help="checkpoint for the scoring (default: the streaming run on N entries)")
     p.add_argument("--cache", nargs="+", choices=("false", "true"), default=["false", "true"],
-                   help="data.cache values of the training runs")
+                   help="data.cache values of the training runs (default: %(default)s)")
     p.add_argument("--merged", action="store_true",
                    help="also train (streaming) on one file holding the 10 N entries")
     p.add_argument("--tmp", help="work directory (default: a temporary one, removed after)")

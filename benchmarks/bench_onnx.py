@@ -146,11 +146,17 @@ def bench(checkpoint: Path, args: argparse.Namespace, tmp: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Export and time every checkpoint given; print one line each."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", nargs="+", type=Path, required=True)
-    p.add_argument("--entries", type=int, default=1024, help="entries timed per pass")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--checkpoint", nargs="+", type=Path, required=True,
+                   help="checkpoints to export and time, one model each")
+    p.add_argument("--entries", type=int, default=1024,
+                   help="entries timed per pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="entries per forward pass (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads of torch and of onnxruntime (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="alternating timings of torch and onnxruntime; the best of each is "
+                   "kept (default: %(default)s)")
     p.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

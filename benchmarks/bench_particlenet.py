@@ -300,20 +300,30 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflow", default=str(ROOT / "workflows/top_tagging_gnn.yaml"),
-                        help="workflow whose representation (and preset) is used")
-    parser.add_argument("--file", default=str(ROOT / "data_samples/top_qcd_jets.root"))
+                        help="workflow whose representation (and preset) is used "
+                        "(default: %(default)s)")
+    parser.add_argument("--file", default=str(ROOT / "data_samples/top_qcd_jets.root"),
+                        help="ROOT file of jets (default: %(default)s)")
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=None,
-                        help="default: the workflow's preset")
+                        help="ParticleNet presets timed (default: the workflow's preset)")
     parser.add_argument("--device", default="auto",
-                        help="auto (cpu, and cuda when present), cpu, cuda, ...")
-    parser.add_argument("--batch-size", type=int, default=128, help="training batch")
-    parser.add_argument("--inference-batch-size", type=int, default=1024)
-    parser.add_argument("--warmup", type=int, default=2, help="training steps before timing")
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per repetition")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions")
+                        help="auto (cpu, and cuda when present), cpu, cuda, ... "
+                        "(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="training batch (default: %(default)s)")
+    parser.add_argument("--inference-batch-size", type=int, default=1024,
+                        help="jets per forward pass of the inference timing "
+                        "(default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="training steps before timing (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="timed training steps per repetition (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved repetitions (default: %(default)s)")
     parser.add_argument("--max-particles", type=int, default=None,
                         help="particles per jet (default: the workflow's)")
-    parser.add_argument("--k", type=int, default=16, help="neighbours for the kNN timing")
+    parser.add_argument("--k", type=int, default=16,
+                        help="neighbours for the kNN timing (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="torch CPU threads (default: the number of cores)")
     parser.add_argument("--skip-models", action="store_true", help="only the graph timing")

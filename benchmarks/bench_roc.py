@@ -57,12 +57,17 @@ def _best(fn, repeat: int, device: torch.device) -> tuple[float, object]:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10_000_000, help="number of scores")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions (best is kept)")
+    parser.add_argument("--n", type=int, default=10_000_000,
+                        help="number of scores (default: %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu, cuda, ... (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="repetitions, the best is kept (default: %(default)s)")
     parser.add_argument("--n-bootstrap", type=int, default=100,
-                        help="bootstrap replicas for the evaluate_binary timing")
-    parser.add_argument("--seed", type=int, default=0)
+                        help="bootstrap replicas for the evaluate_binary timing "
+                        "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random scores and labels (default: %(default)s)")
     parser.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = parser.parse_args(argv)
     device = _device(args.device)

@@ -64,13 +64,18 @@ def train(launcher: list[str], args: argparse.Namespace, threads: int, runs: Pat
 def main(argv: list[str] | None = None) -> int:
     """Run the three trainings and print the table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workflow", default="workflows/top_tagging_cnn.yaml")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--nproc", type=int, default=2, help="ranks of the torchrun training")
+    p.add_argument("--workflow", default="workflows/top_tagging_cnn.yaml",
+                   help="workflow trained, relative to the checkout (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=2,
+                   help="training.epochs of every run (default: %(default)s)")
+    p.add_argument("--nproc", type=int, default=2,
+                   help="ranks of the torchrun training (default: %(default)s)")
     p.add_argument("--baselines", nargs="+", choices=("one", "threads"),
-                   default=["one", "threads"], help="which of (b) and (c) to run")
+                   default=["one", "threads"],
+                   help="which of (b) and (c) to run (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="further workflow overrides for all three runs (repeatable)")
+                   help="further workflow overrides for all three runs (repeatable; "
+                   "default: none)")
     p.add_argument("--json", help="also write the results here (rows of run_all.py)")
     args = p.parse_args(argv)
     python = [sys.executable]

@@ -84,15 +84,21 @@ def model_of(workflow: Path, run_dir: str | None, representation) -> tuple[torch
 def main() -> int:
     """Run the benchmark from the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--file", default=str(ROOT / "data_samples" / "tracker_hits_ttbar_pu10.root"))
-    p.add_argument("--tree", default="hits")
-    p.add_argument("--max-events", type=int, default=None)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--gnn-run", help="run directory of workflows/tracking_gnn.yaml")
-    p.add_argument("--lstm-run", help="run directory of workflows/tracking_lstm.yaml")
+    p.add_argument("--file", default=str(ROOT / "data_samples" / "tracker_hits_ttbar_pu10.root"),
+                   help="ROOT file of tracker hits (default: %(default)s)")
+    p.add_argument("--tree", default="hits", help="tree of --file (default: %(default)s)")
+    p.add_argument("--max-events", type=int, default=None,
+                   help="read at most this many events of --file (default: all)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timings of each step; the best is kept (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch CPU threads (default: the number of cores, %(default)s)")
+    p.add_argument("--gnn-run", help="run directory of workflows/tracking_gnn.yaml "
+                   "(default: untrained weights, the same cost)")
+    p.add_argument("--lstm-run", help="run directory of workflows/tracking_lstm.yaml "
+                   "(default: untrained weights)")
     p.add_argument("--generate", type=int, default=0, metavar="N",
-                   help="also time the simulation of N events")
+                   help="also time the simulation of N events (default: %(default)s, none)")
     p.add_argument("--json", help="write the results here (rows of run_all.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

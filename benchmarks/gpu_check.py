@@ -889,16 +889,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("tests", "workflows", "torchrun"):
         s = sub.add_parser(name, parents=[common], help=TITLES[name])
         s.add_argument("--timeout", type=float, default=300,
-                       help="seconds after which one subprocess is stopped")
+                       help="seconds after which one subprocess is stopped "
+                       "(default: %(default)s)")
         if name == "workflows":
             s.add_argument("--only", nargs="+", choices=list(WORKFLOWS), metavar="NAME",
                            help="only these workflows (default: all; with --allow-cpu: "
                                 "top_tagging_cnn)")
     s = sub.add_parser("roc", parents=[common], help=TITLES["roc"])
     s.add_argument("--n", type=int, help="number of scores (default 10^8; 10^5 on the CPU)")
-    s.add_argument("--repeat", type=int, default=3, help="timings of hepml (best kept)")
+    s.add_argument("--repeat", type=int, default=3,
+                   help="timings of hepml, the best kept (default: %(default)s)")
     s = sub.add_parser("throughput", parents=[common], help=TITLES["throughput"])
-    s.add_argument("--batch-size", type=int, help="default: the workflows' (128)")
+    s.add_argument("--batch-size", type=int,
+                   help="training batch (default: the workflows', 128)")
     s.add_argument("--steps", type=int, help="timed GPU steps (default 200 CNN, 60 ParticleNet)")
     s.add_argument("--cpu-steps", type=int, help="timed CPU steps (default 20 CNN, 5 "
                    "ParticleNet)")
@@ -908,7 +911,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("syncs", parents=[common], help=TITLES["syncs"])
     s = sub.add_parser("report", help="write gpu.md and gpu.json from a run of gpu_check.sh")
     s.add_argument("--tmp", required=True, help="the work directory of gpu_check.sh")
-    s.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    s.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
+                   help="where gpu.md and gpu.json go (default: %(default)s)")
     args = p.parse_args(argv)
     if args.step == "report":
         return report(args)

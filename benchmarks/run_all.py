@@ -457,10 +457,13 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the suite and write the table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=("small", "medium"), default="small")
+    p.add_argument("--size", choices=("small", "medium"), default="small",
+                   help="small: the shipped samples, one thread (about 15 minutes on 2 "
+                   "cores); medium: larger inputs, all cores (default: %(default)s)")
     p.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME",
-                   help=f"run only these benchmarks ({', '.join(NAMES)})")
-    p.add_argument("--out", default=str(HERE / "results"), help="where results.md/.json go")
+                   help=f"run only these benchmarks ({', '.join(NAMES)}; default: all)")
+    p.add_argument("--out", default=str(HERE / "results"),
+                   help="where results.md/.json go (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds after which one benchmark is stopped (default: 1800 at "
                         "small, none at medium)")

@@ -364,3 +364,35 @@ def test_interrupted_scan_resumes_to_the_same_result(tmp_path):
     assert resumed["training"]["epochs_run"] == 4
     assert resumed["auc"] == pytest.approx(full["auc"], abs=1e-12)
     assert main(["run", str(path), "--resume", str(tmp_path / "nowhere")]) == 2
+
+
+def test_scan_checkpoint_prints_the_file_of_each_ranked_row(tmp_path, capsys):
+    """Two copies of one file rank the same entries twice; each row names its file."""
+    from hepml.cli.scan import format_row
+    from hepml.models import build_model
+    from hepml.training.checkpoint import save_checkpoint
+
+    for name in ("run_a", "run_b"):
+        write_tree(tmp_path / f"{name}.root", _events(60, seed=4), tree="events")
+    torch.manual_seed(0)
+    kwargs = {"input_dims": 4, "hidden": [8], "latent_dims": 2}
+    model = build_model("autoencoder", **kwargs)
+    config = {"name": "tiny_scan", "task": "anomaly",
+              "data": {"files": [str(tmp_path / "run_a.root")], "tree": "events",
+                       "labels": [], "class_names": []},
+              "representation": {"kind": "features", "features": ["f0", "f1", "f2", "f3"]},
+              "anomaly": {"ids": ["Run", "Event"], "top": 6}}
+    ckpt = save_checkpoint(tmp_path / "checkpoint_best.pt",
+                           {"model": {"kind": "autoencoder", "kwargs": kwargs},
+                            "model_state": model.state_dict(), "config": config, "epoch": 1})
+    assert main(["-q", "scan", "--checkpoint", str(ckpt), str(tmp_path / "run_*.root"),
+                 "--out", str(tmp_path / "out"), "--scheduler", "synchronous"]) == 0
+    ranked = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  #")]
+    assert len(ranked) == 5
+    # equal scores in pairs, told apart by the file
+    assert [line.split(": ", 1)[1].split()[2] for line in ranked[:4]] == [
+        "run_a.root:", "run_b.root:", "run_a.root:", "run_b.root:"]
+    assert ranked[0].split("run_a.root:")[1] == ranked[1].split("run_b.root:")[1]
+    assert "Run 1004, Event" in ranked[0]
+    row = {"rank": 3, "file": "/data/x/events_7.root", "entry": 12, "index": 99, "score": 2.5}
+    assert format_row(row) == "  #3: score 2.5  events_7.root: entry 12"

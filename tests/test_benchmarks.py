@@ -103,3 +103,98 @@ def test_gpu_check_steps_run_on_the_cpu(tmp_path: Path, step: str) -> None:
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     result = json.loads(out.read_text())
     assert result["step"] == step and not result["failures"] and result["tables"]
+
+
+def _top_tagging_metrics(rejection_03: float | None) -> dict:
+    """A run's metrics.json as written (inf as null) with the given 1/eps_B at eps_S = 0.3."""
+    infinite = rejection_03 is None
+    return {
+        "n_background": 412, "auc": 0.97, "auc_ci": [0.96, 0.98],
+        "training": {"n_train": 1800},
+        "rejection": {
+            "0.3": {"value": rejection_03, "uncertainty": None if infinite else 12.3,
+                    "background_efficiency": 0.0 if infinite else 1 / rejection_03,
+                    "infinite": infinite},
+            "0.5": {"value": 87.6, "uncertainty": 9.4, "background_efficiency": 1 / 87.6,
+                    "infinite": False},
+        },
+    }
+
+
+def test_top_tagging_table_shows_an_infinite_rejection_as_a_bound() -> None:
+    """No test background passing (null in metrics.json) prints "> N", not a TypeError."""
+    import bench_top_tagging as bench
+
+    header, ours, published = bench.table_rows(_top_tagging_metrics(None))
+    assert ours[3] == "> 412 (no background passes)" and ours[4] == "88 ± 9"
+    assert header[3] == "1/eps_B @ eps_S=0.3" and published[0].startswith("CNN")
+    finite = bench.table_rows(_top_tagging_metrics(250.4))[1]
+    assert finite[3] == "250 ± 12"
+    m = _top_tagging_metrics(None)
+    m["rejection"]["0.3"]["value"] = float("inf")  # a dict not read back from JSON
+    del m["n_background"]
+    assert bench.format_rejection(m, "0.3") == "inf (no background passes)"
+
+
+def _dqm_type(passed: int, n: int, *, touches: bool, meets: bool) -> dict:
+    """A fault type's entry of a dqm run's metrics.json ``detection``."""
+    return {"n_lumisections": n, "touches_coverage": touches, "meets_target": meets,
+            "efficiency": {"passed": passed, "value": passed / n, "uncertainty": 0.085},
+            "channel_fraction": {"mean": 0.025 if touches else 0.0007},
+            "top1_in_mask": {"value": 1.0}, "topk_precision": {"mean": 0.9}}
+
+
+def test_dqm_goal_column_says_yes_only_where_the_goal_holds() -> None:
+    """A type the goal applies to but detected in 6 of 25 LS is "no", not "yes"."""
+    import bench_dqm as bench
+
+    def goal(entry: dict) -> str:
+        return bench.detection_row("gain_drift", entry).split()[7]
+
+    missed = _dqm_type(6, 25, touches=True, meets=False)
+    assert "0.240 ± 0.085" in bench.detection_row("gain_drift", missed)
+    assert goal(missed) == "no"
+    assert goal(_dqm_type(25, 25, touches=True, meets=True)) == "yes"
+    assert goal(_dqm_type(13, 14, touches=False, meets=False)) == "n/a"  # < coverage
+    assert goal(_dqm_type(14, 14, touches=False, meets=True)) == "n/a"
+
+
+class _Parsed(Exception):
+    """Raised instead of parsing: carries the parser a script built."""
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in BENCHMARKS.glob("*.py")
+                                          if not p.stem.startswith("_")))
+def test_every_benchmark_option_has_help_with_its_default(script, monkeypatch) -> None:
+    """Each option says what it is and, where it has one, its default (shown by --help)."""
+    import argparse
+    import importlib
+
+    module = importlib.import_module(script)
+    if not hasattr(module, "main"):
+        pytest.skip(f"{script} has no command line")
+
+    def capture(self, *args, **kwargs):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py"])
+    with pytest.raises(_Parsed) as info:
+        module.main()
+    parsers = [info.value.args[0]]
+    missing = []
+    for parser in parsers:
+        parser.format_help()  # a stray % in a help string fails here
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += list(action.choices.values())
+                continue
+            if isinstance(action, argparse._HelpAction):
+                continue
+            name = f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help:
+                missing.append(f"{name}: no help")
+            elif action.default not in (None, False, argparse.SUPPRESS) and not action.required \
+                    and "default" not in action.help:
+                missing.append(f"{name}: default {action.default!r} not in the help")
+    assert not missing, missing

@@ -11,6 +11,7 @@ and with the serial scan.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import shutil
@@ -302,3 +303,55 @@ def test_scan_glob_ranks_like_the_serial_scan(anomaly_checkpoint, tmp_path, caps
     assert summary["files_scored"] == 3 and summary["n_entries"] == sum(sizes.values())
     assert summary["scheduler"] == cluster.scheduler_address
     assert len(summary["skipped"]) == 2
+
+
+# ------------------------------------------------------------------------- progress bars
+
+
+@dataclasses.dataclass(frozen=True)
+class _CountJob:
+    """A scoring job that counts entries: the orchestration without a model."""
+
+    tree: str = "tree"
+    fields: tuple[str, ...] = ("jet_pt",)
+    optional_fields: tuple[str, ...] = ()
+    branches: dict[str, str] | None = None
+    step_size: int = 3000
+
+    def score_chunk(self, arrays, *, path, start, stop):
+        return len(arrays)
+
+    def write_file(self, path, entries, chunks):
+        return {"counted": sum(chunks)}
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "local"])
+def test_progress_bars_end_drawn_at_their_total(scheduler, jets_sample, tmp_path, capsys,
+                                                monkeypatch):
+    """Files that finish within tqdm's redraw interval still leave the bar drawn full."""
+    import tqdm.auto
+
+    from hepml.tasks import scoring
+
+    bars = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    files = []
+    for name in ("jets_a", "jets_b"):  # two names for the shipped sample
+        (tmp_path / f"{name}.root").symlink_to(jets_sample)
+        files.append(str(tmp_path / f"{name}.root"))
+    report = scoring.score_files(_CountJob(), files, tmp_path / "out", progress=True,
+                                 scheduler=None if scheduler == "local" else scheduler,
+                                 workers=1, processes=False)
+    assert [r["counted"] for r in report.results] == [6000, 6000]
+    assert [(b.desc, b.n, b.total) for b in bars] == [("checking", 2, 2), ("scoring", 2, 2)]
+    # what was drawn: the last state of each bar before it is cleared on closing
+    drawn = capsys.readouterr().err.split("\r")
+    for desc in ("checking", "scoring"):
+        last = [s for s in drawn if s.startswith(f"{desc}:")][-1]
+        assert "100%" in last and "2/2" in last, last

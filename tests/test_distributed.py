@@ -68,6 +68,35 @@ def _history(run_dir: Path) -> list[dict]:
     return torch.load(run_dir / "checkpoint_last.pt", weights_only=True)["history"]
 
 
+# ------------------------------------------------------------------ log lines (in-process)
+
+
+def _log_line() -> str:
+    """A log record formatted as the CLI sets up its logging in this environment."""
+    import logging
+
+    from hepml.cli import log_format
+
+    record = logging.LogRecord("hepml.training.trainer", logging.INFO, __file__, 1,
+                               "epoch %d done", (3,), None)
+    return logging.Formatter(log_format()).format(record)
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"TORCHELASTIC_RUN_ID": "x", "RANK": "1", "WORLD_SIZE": "4"},
+     "[rank 1/4] INFO hepml.training.trainer: epoch 3 done"),
+    ({"TORCHELASTIC_RUN_ID": "x", "RANK": "0", "WORLD_SIZE": "1"},  # torchrun, one process
+     "INFO hepml.training.trainer: epoch 3 done"),
+    ({}, "INFO hepml.training.trainer: epoch 3 done"),  # not launched
+])
+def test_log_lines_say_which_rank_under_torchrun(monkeypatch, env, expected):
+    for name in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _log_line() == expected
+
+
 # ------------------------------------------------------------------ sharding (in-process)
 
 

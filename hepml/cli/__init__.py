@@ -18,7 +18,7 @@ import sys
 from hepml import __version__
 from hepml.errors import DistributedError, HepmlError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "log_format"]
 
 _SUBCOMMANDS = ("run", "validate", "schema", "generate", "convert", "predict", "evaluate",
                 "compare", "scan", "dqm", "simulate", "export")
@@ -50,12 +50,27 @@ def _stopped_by_torchrun(signum: int, frame: object) -> None:
         "why. Resume the whole job from the last checkpoint with --resume RUN_DIR.")
 
 
+def log_format() -> str:
+    """The log line format; under torchrun with several ranks each line says whose it is.
+
+    Every rank logs the same messages, so without ``[rank R/N]`` the lines of different
+    ranks cannot be told apart.
+    """
+    from hepml.training import distributed
+
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    world = distributed.world_size()  # torchrun's WORLD_SIZE when launched, else 1
+    if world > 1:
+        return f"[rank {os.environ.get('RANK', '?')}/{world}] {fmt}"
+    return fmt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hepml`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format=log_format())
     if args.verbose < 2:  # third-party chatter (matplotlib's font fallbacks) only with -vv
         for name in ("matplotlib", "fsspec", "numba", "distributed.utils_perf"):
             logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -86,8 +86,18 @@ def _run(args: argparse.Namespace) -> int:
           f"on {summary['scheduler']}")
     print(f"ranked list: {Path(args.out) / 'anomalies.csv'}")
     for row in summary["top"][:5]:
-        ids = ", ".join(f"{k} {row[k]}" for k in row if k in ("Run", "Event", "run", "event"))
-        print(f"  #{row['rank']}: score {row['score']:.4g}  {ids or 'entry ' + str(row['entry'])}"
-              + (f"  ({row['drivers']})" if row.get("drivers") else ""))
+        print(format_row(row))
     print_skipped(summary["skipped"], args.out)
     return 0
+
+
+def format_row(row: dict) -> str:
+    """One printed line of the ranked list.
+
+    Rank, score, the entry's file (its name: the inputs of a scan have distinct names), its
+    run and event numbers (else its entry in the file) and the features that drove it.
+    """
+    ids = ", ".join(f"{k} {row[k]}" for k in row if k in ("Run", "Event", "run", "event"))
+    return (f"  #{row['rank']}: score {row['score']:.4g}  {Path(row['file']).name}: "
+            f"{ids or 'entry ' + str(row['entry'])}"
+            + (f"  ({row['drivers']})" if row.get("drivers") else ""))

@@ -18,10 +18,12 @@ expression (:mod:`hepml.io.expressions`) provides each one.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,11 +92,29 @@ class Chunk(ChunkSpec):
     arrays: ak.Array
 
 
+def _unusable(path: str) -> str | None:
+    """Why ``path`` cannot be opened as an input file (one line naming it), or ``None``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path}: cannot be resolved: it is a symbolic link loop"
+        if os.path.islink(path):
+            return (f"{path}: cannot be resolved: it is a symbolic link to "
+                    f"{os.readlink(path)!r}, which does not exist")
+        return f"{path}: no such file"
+    if stat.S_ISDIR(mode):
+        return (f"{path}: is a directory; give ROOT files or a glob such as "
+                f"{os.path.join(path, '*.root')}")
+    return None
+
+
 def expand_files(patterns: str | Sequence[str], *, base: str | Path | None = None) -> list[str]:
     """Expand globs into a sorted, de-duplicated list of existing paths, in pattern order.
 
     Raises:
-        InputFileError: A pattern matches no file.
+        InputFileError: A pattern matches no file, or names a symbolic link that cannot
+            be resolved.
     """
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [str(patterns)]
@@ -106,6 +126,9 @@ def expand_files(patterns: str | Sequence[str], *, base: str | Path | None = Non
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else (
             [pattern] if os.path.exists(pattern) else [])
         if not matches:
+            problem = _unusable(pattern)  # a link loop or to nothing "does not exist" too
+            if problem and problem != f"{pattern}: no such file":
+                raise InputFileError(problem)
             raise InputFileError(f"{pattern}: no such file. Check data.files in the workflow "
                                  "(paths are relative to the directory hepml runs in).")
         out.extend(m for m in matches if m not in out)
@@ -116,12 +139,14 @@ def open_tree(path: str | Path, tree: str) -> Any:
     """Open ``path`` and return its TTree or RNTuple ``tree``, with clear errors.
 
     Raises:
-        InputFileError: The file is missing, unreadable, truncated or not a ROOT file.
+        InputFileError: The file is missing, a directory, a symbolic link that cannot be
+            resolved, unreadable, truncated or not a ROOT file.
         MissingTreeError: The file has no tree of that name.
     """
     path = str(path)
-    if not os.path.exists(path):
-        raise InputFileError(f"{path}: no such file")
+    problem = _unusable(path)
+    if problem:
+        raise InputFileError(problem)
     if os.path.getsize(path) == 0:
         raise InputFileError(f"{path}: the file is empty (0 bytes); regenerate or re-copy it")
     with open(path, "rb") as fh:

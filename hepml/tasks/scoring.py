@@ -265,6 +265,7 @@ class _Runner:
                         value = _task_failure(exc, paths[i])
                     bar.update()
                     yield i, value
+                bar.refresh()  # see below
                 return
             from distributed import as_completed
 
@@ -280,6 +281,9 @@ class _Runner:
                     future.release()
                     bar.update()
                     yield i, value
+                # update() redraws at most every 0.1 s, so files done together (the checks,
+                # a cluster's last files) left the bar drawn short of its total until closed
+                bar.refresh()
             finally:
                 for future in futures:
                     future.release()

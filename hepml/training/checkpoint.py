@@ -65,11 +65,15 @@ def load_checkpoint(path: str | Path, *,
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        CheckpointError: The file is missing, cut short, not a checkpoint, or of another format.
+        CheckpointError: The file is missing, a directory, cut short, not a checkpoint, or of
+            another format.
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
+    if path.is_dir():  # torch.load's IsADirectoryError would read as a corrupt file
+        raise CheckpointError(f"{path}: is a directory; give the checkpoint file, e.g. "
+                              f"{path / 'checkpoint_best.pt'}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
