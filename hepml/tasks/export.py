@@ -32,7 +32,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import platform
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -54,6 +53,7 @@ from hepml.errors import (
     InputFileError,
 )
 from hepml.io import Source, expand_files, file_checksum, resolve_fields
+from hepml.io.atomic import atomic_path, write_json
 from hepml.models import build_model
 from hepml.training import load_checkpoint
 
@@ -763,16 +763,6 @@ def preprocessing_path(out: str | Path) -> Path:
                          ".preprocessing.json")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
            check_files: Sequence[str] | None = None, n_check: int = 256,
            tree: str | None = None, branches: Mapping[str, str] | None = None,
@@ -903,9 +893,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         onnx.save_model(proto, str(tmp))
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, min(4, torch.get_num_threads()))
@@ -931,11 +919,6 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                                             "rel": o.rel, "max_elem_rel": o.max_elem_rel}
                                    for o in c.outputs}} for c in checked],
         }
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    json_path = preprocessing_path(out)
-    _atomic_write_text(json_path, json.dumps(info, indent=2) + "\n")
+    json_path = write_json(preprocessing_path(out), info, indent=2)
     return ExportResult(out, json_path, kind, tuple(checked), tolerance, tuple(used),
                         int(opset_used), info)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import json
 import logging
 import os
 import threading
@@ -52,6 +51,7 @@ from hepml.io import (
     expand_files,
     resolve_fields,
 )
+from hepml.io.atomic import write_json
 from hepml.io.dask_io import chunk_read_error
 from hepml.training.device import uses_gpu
 
@@ -429,10 +429,7 @@ def score_files(job: ScoringJob, files: str | Sequence[str], out_dir: str | Path
         log.warning("%d of %d file(s) could not be scored and were skipped; they are listed "
                     "with their errors in %s", len(skipped), len(paths) + len(unmatched),
                     out_dir / "skipped_files.json")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".skipped_files.json.tmp"
-    tmp.write_text(json.dumps(skipped, indent=1) + "\n")
-    tmp.replace(out_dir / "skipped_files.json")
+    write_json(out_dir / "skipped_files.json", skipped, indent=1)
     report = ScoringReport(files=paths, results=[results[i] for i in sorted(results)],
                            skipped=skipped, scheduler=description, used_optional=used_optional)
     if not report.results:
