@@ -362,6 +362,7 @@ def write_mixture(
     The metadata holds the processes, the counts under ``n_<unit>s``, the shuffle seed and
     each class's metadata under ``"classes"``.
     """
+    from hepml.io.atomic import check_writable
     from hepml.io.writing import write_tree
 
     if len(configs) != len(counts) or not configs:
@@ -369,6 +370,7 @@ def write_mixture(
             f"{generator.rsplit('.', 1)[-1]} needs one {unit} count per configuration; got "
             f"{len(configs)} configurations and {len(counts)} counts"
         )
+    check_writable(Path(out_path).parent)  # before generating
     arrays, metas = [], []
     for cfg, n in zip(configs, counts, strict=True):
         b, m = make_arrays(cfg, n, progress=progress)

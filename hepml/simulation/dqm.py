@@ -1184,7 +1184,9 @@ def generate_dqm(
     Returns:
         The path written.
     """
+    from hepml.io.atomic import check_writable
     from hepml.io.writing import write_tree
 
+    check_writable(Path(out_path).parent)  # before generating
     branches, meta = _generate(config, pool, progress)
     return write_tree(out_path, branches, tree=tree, metadata=meta)

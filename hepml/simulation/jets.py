@@ -518,8 +518,10 @@ def generate_jets(
     Returns:
         The path written.
     """
+    from hepml.io.atomic import check_writable
     from hepml.io.writing import write_tree
 
+    check_writable(Path(out_path).parent)  # before generating
     branches, meta = generate_jet_arrays(config, n_jets, progress=progress)
     return write_tree(out_path, branches, tree=tree, metadata=meta)
 

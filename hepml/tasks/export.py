@@ -53,7 +53,7 @@ from hepml.errors import (
     InputFileError,
 )
 from hepml.io import Source, expand_files, file_checksum, resolve_fields
-from hepml.io.atomic import atomic_path, write_json
+from hepml.io.atomic import atomic_path, check_writable, write_json
 from hepml.models import build_model
 from hepml.training import load_checkpoint
 
@@ -791,6 +791,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
             onnxruntime's outputs differ from torch's by more than ``tolerance``; then no
             ``.onnx`` file is left.
         CheckpointError: The checkpoint is unreadable or does not fit its model.
+        OutputError: ``out``'s directory cannot be written to (checked before any work).
     """
     say = progress or log.info
     mods = require_onnx()
@@ -800,6 +801,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give the .onnx file to write")
+    check_writable(out.parent)
     state = load_checkpoint(checkpoint)
     spec = state.get("model") or {}
     kind = spec.get("kind")

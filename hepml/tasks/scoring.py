@@ -51,7 +51,7 @@ from hepml.io import (
     expand_files,
     resolve_fields,
 )
-from hepml.io.atomic import write_json
+from hepml.io.atomic import check_writable, write_json
 from hepml.io.dask_io import chunk_read_error
 from hepml.training.device import uses_gpu
 
@@ -398,6 +398,7 @@ def score_files(job: ScoringJob, files: str | Sequence[str], out_dir: str | Path
         ConfigError: Two inputs have the same file name (outputs are named after it).
         EmptyInputError: No file could be scored (the reasons are in the message and in
             ``skipped_files.json``).
+        OutputError: ``out_dir`` cannot be written to (checked before any file is scored).
     """
     paths: list[str] = []
     unmatched: list[dict[str, str]] = []  # patterns or names that match no file
@@ -413,7 +414,7 @@ def score_files(job: ScoringJob, files: str | Sequence[str], out_dir: str | Path
             raise ConfigError(f"{other} and {path} have the same name; their outputs (named "
                               "after the input file) would overwrite each other. Score them "
                               "into different --out directories.")
-    out_dir = Path(out_dir)
+    out_dir = check_writable(out_dir)  # before any file is scored
     failures: dict[int, str] = {}
     results: dict[int, dict[str, Any]] = {}
     used_optional, description = False, "nothing (no input file)"
