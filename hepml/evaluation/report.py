@@ -11,12 +11,10 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import importlib.metadata
 import json
 import logging
 import math
 import os
-import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 from hepml.errors import BadValueError
 from hepml.evaluation.metrics import json_safe
 from hepml.io.atomic import atomic_path, write_text
+from hepml.io.provenance import versions
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +46,7 @@ figure img { width: 100%; } figcaption { text-align: center; font-size: 0.9em; }
 
 def software_versions() -> dict[str, str]:
     """Versions of Python, hepml and the main dependencies (``"not installed"`` if absent)."""
-    from hepml import __version__
-
-    versions = {"python": platform.python_version(), "hepml": __version__}
-    for name in _VERSIONED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return versions(("python", "hepml", *_VERSIONED), missing="not installed")
 
 
 def write_metrics_json(path: str | Path, metrics: Mapping[str, Any]) -> Path:

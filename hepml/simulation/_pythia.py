@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from hepml._fastjet import fastjet as _import_fastjet
 from hepml.errors import ConfigError, GenerationError
+from hepml.io.provenance import versions
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ MAX_SEED = 899_998
 MAX_WORKERS = 999
 
 _PYTHIA_SEED_MAX = 900_000_000
+#: The packages whose versions generated files record (they shape the generated data).
+GENERATOR_PACKAGES = ("pythia8mc", "fastjet", "hepml", "awkward", "numpy", "uproot")
 
 
 def worker_seeds(seed: int, n_workers: int) -> list[int]:
@@ -397,17 +399,6 @@ def _init_worker(q: Any) -> None:
     _progress_queue = q
 
 
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape generated data."""
-    out = {}
-    for dist in ("pythia8mc", "fastjet", "hepml", "awkward", "numpy", "uproot"):
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            out[dist] = "unknown"
-    return out
-
-
 class WorkerRun:
     """One worker's initialised Pythia instance, particle table, progress report and clock."""
 
@@ -537,7 +528,7 @@ def run_metadata(
         "pythia_settings": summaries[0]["settings"],
         "worker_seeds": [s["seed"] for s in summaries],
         "workers": [{k: v for k, v in s.items() if k != "settings"} for s in summaries],
-        "versions": versions(),
+        "versions": versions(GENERATOR_PACKAGES, missing="unknown"),
         "sigma_gen_mb": float(np.mean(sig)),
         "wall_seconds": elapsed,
     }

@@ -32,7 +32,6 @@ import importlib
 import json
 import logging
 import math
-import platform
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +53,7 @@ from hepml.errors import (
 )
 from hepml.io import Source, expand_files, file_checksum, resolve_fields
 from hepml.io.atomic import atomic_path, check_writable, write_json
+from hepml.io.provenance import versions
 from hepml.models import build_model
 from hepml.training import load_checkpoint
 
@@ -749,13 +749,6 @@ def _class_info(config: Mapping[str, Any]) -> dict[str, Any] | None:
             "scores": "softmax(logits, axis=1)[:, signal_index] is the signal score"}
 
 
-def _versions(mods: Mapping[str, Any]) -> dict[str, str]:
-    return {"hepml": __version__, "torch": str(torch.__version__),
-            "onnx": mods["onnx"].__version__, "onnxscript": mods["onnxscript"].__version__,
-            "onnxruntime": mods["onnxruntime"].__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
 def preprocessing_path(out: str | Path) -> Path:
     """``model.onnx`` -> ``model.preprocessing.json`` (beside it)."""
     out = Path(out)
@@ -881,7 +874,8 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
         "normalisation": _normalisation(kind, model),
         "opset": int(opset_used),
         "exporter": "torch.onnx.export(dynamo=True, dynamic_shapes=...)",
-        "versions": _versions(mods),
+        "versions": versions(("hepml", "torch", "onnx", "onnxscript", "onnxruntime", "numpy",
+                              "python")),
         "checkpoint": {"path": str(Path(checkpoint).resolve()),
                        "sha256": file_checksum(checkpoint).split(":", 1)[1],
                        "epoch": state.get("epoch"), "best_epoch": state.get("best_epoch")},

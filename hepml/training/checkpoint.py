@@ -10,7 +10,6 @@ Python values are stored, so :func:`torch.load` works with ``weights_only=True``
 from __future__ import annotations
 
 import os
-import platform
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,28 +18,11 @@ import torch
 
 from hepml.errors import CheckpointError
 from hepml.io.atomic import atomic_path
+from hepml.io.provenance import versions  # the one record of versions, re-exported
 
 __all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "versions", "FORMAT"]
 
 FORMAT = "hepml-checkpoint/1"
-
-
-def versions() -> dict[str, str]:
-    """Versions of the software that produced a result."""
-    import awkward
-    import numpy
-    import uproot
-
-    from hepml import __version__
-
-    return {
-        "hepml": __version__,
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "numpy": str(numpy.__version__),
-        "awkward": awkward.__version__,
-        "uproot": uproot.__version__,
-    }
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
