@@ -284,11 +284,6 @@ def pt_eta_phi(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> tuple[np.ndarr
     return pt, eta, np.arctan2(py, px)
 
 
-def wrap_phi(dphi: Any) -> Any:
-    """Wrap angles to [-pi, pi)."""
-    return (dphi + np.pi) % (2 * np.pi) - np.pi
-
-
 def antikt(
     px: np.ndarray, py: np.ndarray, pz: np.ndarray, e: np.ndarray, counts: np.ndarray,
     r: float,

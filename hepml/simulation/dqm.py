@@ -133,6 +133,7 @@ import awkward as ak
 import numpy as np
 
 from hepml.errors import BadValueError, ConfigError, GenerationError
+from hepml.io.expressions import wrap_phi
 from hepml.simulation._pythia import (
     MAX_SEED,
     GeneratorConfig,
@@ -142,7 +143,6 @@ from hepml.simulation._pythia import (
     pt_eta_phi,
     run_metadata,
     run_workers,
-    wrap_phi,
 )
 from hepml.simulation.tracker import TrackerGeometry, propagate
 

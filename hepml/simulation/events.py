@@ -91,6 +91,7 @@ import awkward as ak
 import numpy as np
 
 from hepml.errors import ConfigError, GenerationError
+from hepml.io.expressions import wrap_phi
 from hepml.simulation._pythia import (
     MAX_SEED,
     GeneratorConfig,
@@ -105,7 +106,6 @@ from hepml.simulation._pythia import (
     run_metadata,
     run_workers,
     to_jagged,
-    wrap_phi,
     write_mixture,
 )
 

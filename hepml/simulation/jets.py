@@ -57,6 +57,7 @@ import awkward as ak
 import numpy as np
 
 from hepml.errors import ConfigError, EmptyInputError, GenerationError
+from hepml.io.expressions import wrap_phi
 from hepml.simulation._pythia import (
     MAX_SEED,
     GeneratorConfig,
@@ -71,7 +72,6 @@ from hepml.simulation._pythia import (
     run_workers,
     to_jagged,
     worker_seeds,
-    wrap_phi,
     write_mixture,
 )
 
