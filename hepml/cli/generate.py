@@ -540,6 +540,7 @@ def _add_showers(kinds: Any) -> None:
 
 
 def _run_showers(args: argparse.Namespace) -> int:
+    from hepml.io.atomic import check_writable
     from hepml.io.calo import write_showers
     from hepml.simulation.showers import ShowerSimulationConfig, simulate_showers
 
@@ -549,6 +550,7 @@ def _run_showers(args: argparse.Namespace) -> int:
         position_spread_mm=args.position_spread, angle_max_deg=args.angle_max,
         stochastic_term=args.stochastic_term, seed=args.seed,
         sampling_corrections=args.sampling_corrections)
+    check_writable(os.path.dirname(args.out) or ".")  # before simulating
     showers, meta = simulate_showers(config, progress=not os.environ.get("TQDM_DISABLE"))
     path = write_showers(args.out, showers, metadata=meta)
     e = (f"{config.energy:g} GeV" if config.energy is not None

@@ -11,19 +11,18 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import importlib.metadata
 import json
 import logging
 import math
 import os
-import platform
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hepml.errors import BadValueError
 from hepml.evaluation.metrics import json_safe
+from hepml.io.atomic import atomic_path, write_text
+from hepml.io.provenance import versions
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +46,11 @@ figure img { width: 100%; } figcaption { text-align: center; font-size: 0.9em; }
 
 def software_versions() -> dict[str, str]:
     """Versions of Python, hepml and the main dependencies (``"not installed"`` if absent)."""
-    from hepml import __version__
-
-    versions = {"python": platform.python_version(), "hepml": __version__}
-    for name in _VERSIONED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return versions(("python", "hepml", *_VERSIONED), missing="not installed")
 
 
 def write_metrics_json(path: str | Path, metrics: Mapping[str, Any]) -> Path:
-    """Write ``metrics`` as strict JSON, atomically (temporary file + ``os.replace``).
+    """Write ``metrics`` as strict JSON, atomically (:func:`hepml.io.atomic.atomic_path`).
 
     Non-finite floats become ``null`` and are listed in a top-level ``non_finite`` map
     (see :func:`hepml.evaluation.json_safe`); tensors and numpy values become lists.
@@ -72,19 +63,13 @@ def write_metrics_json(path: str | Path, metrics: Mapping[str, Any]) -> Path:
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(json_safe(dict(metrics)), indent=2, allow_nan=False, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text + "\n")
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a metrics file is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.chmod(tmp, 0o644)  # a metrics file is meant to be read, whatever the umask
     return path
 
 
@@ -341,10 +326,7 @@ def write_report(run_dir: str | Path, *, title: str, metrics: Mapping[str, Any],
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
-    target = run_dir / "report.html"
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
+    target = write_text(run_dir / "report.html", page)
     log.info("wrote %s", target)
     return target
 

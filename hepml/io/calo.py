@@ -60,6 +60,7 @@ from hepml.errors import (
     MissingColumnError,
     closest,
 )
+from hepml.io.atomic import atomic_path
 from hepml.io.reading import open_tree
 from hepml.io.writing import write_tree, write_tree_batches
 
@@ -972,10 +973,6 @@ def _root_branches(s: Showers) -> dict[str, np.ndarray]:
     return out
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.part")
-
-
 def write_showers(path: str | os.PathLike, showers: Showers | Iterable[Showers], *,
                   metadata: Mapping[str, Any] | None = None, tree: str = "showers") -> Path:
     """Write showers to hepml's ROOT layout (see the module docstring), atomically.
@@ -1015,29 +1012,23 @@ def _write_hdf5(path: str | os.PathLike, showers: Showers | Iterable[Showers],
                 attrs: Callable[[Showers], dict[str, Any]]) -> tuple[Path, int, Showers]:
     """Write the ``datasets`` of every batch into a new HDF5 file, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     parts = _as_parts(showers)
     first = next(parts)
-    tmp, n = _tmp_path(path), 0
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(attrs(first))
-            for part in itertools.chain([first], parts):
-                for name, values in datasets(part).items():
-                    if name not in f:
-                        row = max(int(np.prod(values.shape[1:])), 1)
-                        f.create_dataset(name, shape=(0, *values.shape[1:]),
-                                         maxshape=(None, *values.shape[1:]), dtype=values.dtype,
-                                         chunks=(max(min(1 << 16, (1 << 20) // row), 1),
-                                                 *values.shape[1:]))
-                    ds = f[name]
-                    ds.resize(n + len(values), axis=0)
-                    ds[n:] = values
-                n += len(part)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    n = 0
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(attrs(first))
+        for part in itertools.chain([first], parts):
+            for name, values in datasets(part).items():
+                if name not in f:
+                    row = max(int(np.prod(values.shape[1:])), 1)
+                    f.create_dataset(name, shape=(0, *values.shape[1:]),
+                                     maxshape=(None, *values.shape[1:]), dtype=values.dtype,
+                                     chunks=(max(min(1 << 16, (1 << 20) // row), 1),
+                                             *values.shape[1:]))
+                ds = f[name]
+                ds.resize(n + len(values), axis=0)
+                ds[n:] = values
+            n += len(part)
     return path, n, first
 
 

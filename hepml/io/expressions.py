@@ -23,7 +23,31 @@ import numpy as np
 
 from hepml.errors import ConfigError, closest
 
-__all__ = ["FUNCTIONS", "Expression", "parse", "register"]
+__all__ = ["FUNCTIONS", "Expression", "parse", "register", "wrap_phi"]
+
+
+def wrap_phi(phi: Any) -> Any:
+    """Angles (or differences of angles) mapped into [-π, π): ``(φ + π) mod 2π - π``.
+
+    The one φ wrapping of hepml, for numpy, awkward (jagged included) and torch alike:
+    ``%`` is each library's floored remainder (``np.remainder``, ``torch.remainder``), so
+    the result has the input's type and dtype. The hit representations keep another
+    formula, :func:`hepml.representations.hits.wrap_phi`: it returns an angle that is
+    already inside exactly, where ``(φ + π) - π`` here rounds, and tracking results
+    depend on those last bits.
+    """
+    return (phi + np.pi) % (2 * np.pi) - np.pi
+
+
+# The kinematics below are written out rather than taken from scikit-hep ``vector``
+# (``vector.zip({"px": ..., ...}).pt`` etc.), because vector does not give the same numbers.
+# On the shipped jets (data_samples/top_qcd_jets.root, float32): its pt is
+# sqrt(x**2 + y**2) where this is hypot, and differs in 17 % of the constituents, its eta
+# in 11 % (1 to 3 ulp); its energy from (pt, eta, phi, mass) differs in half of them, by up
+# to 5e-7 relative (2e-7 in float64), because it reads a negative mass as spacelike
+# (E**2 = p**2 - m**2) where this adds m**2, and 23 % of the constituents have a slightly
+# negative mass**2 from rounding; its eta is 0 where pT = pz = 0 (nan here). Its phi, p,
+# mass, px, py and pz agree bit for bit.
 
 
 def _pt(px, py):
@@ -64,7 +88,7 @@ def _energy(pt, eta, phi, m):
 
 
 def _delta_phi(a, b):
-    return (a - b + np.pi) % (2 * np.pi) - np.pi
+    return wrap_phi(a - b)
 
 
 def _float32(a):

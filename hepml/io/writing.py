@@ -20,6 +20,8 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from hepml.io.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 __all__ = ["write_tree", "write_tree_batches", "write_friend_tree", "write_friend_trees",
@@ -128,14 +130,12 @@ def write_tree_batches(
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     batches = iter(batches)
     first = next(batches, None)
     if first is None:
         raise ValueError(f"no batches to write to {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     n = 0
-    try:
+    with atomic_path(path, suffix=".part") as tmp:
         with uproot.recreate(tmp) as f:
             f.mktree(tree, {k: _branch_type(v) for k, v in first.items()})
             for batch in itertools.chain([first], batches):
@@ -146,10 +146,6 @@ def write_tree_batches(
             meta = metadata(n) if callable(metadata) else metadata
             if meta is not None:
                 f[METADATA_KEY] = json.dumps(meta, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     log.info("wrote %d entries to %s:%s", n, path, tree)
     return path
 

@@ -81,6 +81,7 @@ import numpy as np
 import torch
 
 from hepml.errors import BadValueError, ConfigError, MissingBranchError, UnknownKeyError
+from hepml.io.expressions import wrap_phi
 from hepml.representations._arrays import check_finite
 from hepml.representations._transform import ConfigMixin, Transform, check_names
 from hepml.representations.knn import knn_indices, node_mask
@@ -118,10 +119,6 @@ def _log(x: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(x, LOG_FLOOR))
 
 
-def _wrap(dphi: np.ndarray) -> np.ndarray:
-    return np.remainder(dphi + np.pi, 2 * np.pi) - np.pi
-
-
 def _mass(e: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(e * e - (px * px + py * py + pz * pz), 0.0))
 
@@ -154,7 +151,7 @@ def _pair_mass(v: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _delta_r(v: dict[str, np.ndarray]) -> np.ndarray:
-    return np.hypot(v["eta_j"] - v["eta_i"], _wrap(v["phi_j"] - v["phi_i"]))
+    return np.hypot(v["eta_j"] - v["eta_i"], wrap_phi(v["phi_j"] - v["phi_i"]))
 
 
 #: Edge feature name -> what it is and how it is computed for the edge from the
@@ -162,7 +159,7 @@ def _delta_r(v: dict[str, np.ndarray]) -> np.ndarray:
 EVENT_EDGE_FEATURES: dict[str, _Feature] = {
     "delta_eta": _Feature("η_j - η_i", lambda v: v["eta_j"] - v["eta_i"]),
     "delta_phi": _Feature("φ_j - φ_i wrapped to [-π, π)",
-                          lambda v: _wrap(v["phi_j"] - v["phi_i"])),
+                          lambda v: wrap_phi(v["phi_j"] - v["phi_i"])),
     "delta_r": _Feature("hypot(Δη, Δφ), Δφ wrapped", _delta_r),
     "log_mass": _Feature("log1p of the pair's invariant mass (summed four-vectors, m² "
                          "clipped at 0)", lambda v: np.log1p(_pair_mass(v))),

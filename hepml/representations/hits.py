@@ -32,7 +32,13 @@ PARTICLE_FIELDS = ("particle_id", "particle_pt", "particle_eta", "particle_nhits
 
 
 def wrap_phi(dphi: np.ndarray) -> np.ndarray:
-    """Angle differences mapped into [-π, π)."""
+    """Angle differences mapped into [-π, π).
+
+    Not :func:`hepml.io.expressions.wrap_phi`, hepml's wrapping elsewhere: this formula
+    returns a difference that is already inside exactly (the other rounds it through
+    ``(Δφ + π) - π``) and is faster than ``%``; hit graphs, track-sequence targets and
+    track following are built on it, and their results would move in the last bits.
+    """
     return dphi - (2 * np.pi) * np.floor((dphi + np.pi) / (2 * np.pi))  # faster than %
 
 

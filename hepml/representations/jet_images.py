@@ -74,6 +74,7 @@ import torch
 
 from hepml._fastjet import fastjet as _import_fastjet
 from hepml.errors import BadValueError, ConfigError
+from hepml.io.expressions import wrap_phi
 from hepml.representations._arrays import _field, _flatten
 from hepml.representations._transform import ConfigMixin, Transform, check_names
 
@@ -97,8 +98,6 @@ SUBJET_ALGORITHMS = ("antikt", "kt", "cambridge")
 ROTATE_TO = ("principal_axis", "second_subjet")
 _NORMALIZE = (None, "sum", "max")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-_TWO_PI = 2.0 * math.pi
 
 
 def _is_number(v: Any) -> bool:
@@ -227,7 +226,7 @@ def _wrap_phi(x: np.ndarray) -> np.ndarray:
     """Wrap angles to [-pi, pi) (returns ``x`` itself when all are inside already)."""
     if len(x) == 0 or (x.min() >= -math.pi and x.max() < math.pi):
         return x
-    return np.mod(x + math.pi, _TWO_PI) - math.pi
+    return wrap_phi(x)
 
 
 class _Segments:

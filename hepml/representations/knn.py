@@ -39,6 +39,7 @@ from typing import NamedTuple
 import torch
 
 from hepml.errors import BadValueError, ConfigError
+from hepml.io.expressions import wrap_phi
 
 __all__ = ["KNN", "knn_indices", "knn_graph_edges"]
 
@@ -84,7 +85,7 @@ def _pairwise(points: torch.Tensor, periodic_dims: Sequence[int]) -> torch.Tenso
         return torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist")
     d = points.unsqueeze(2) - points.unsqueeze(1)  # [B, N, N, D]; meant for small D
     dims = list(periodic_dims)
-    d[..., dims] = torch.remainder(d[..., dims] + math.pi, 2 * math.pi) - math.pi
+    d[..., dims] = wrap_phi(d[..., dims])
     return d.square().sum(-1)  # monotonic in the distance: same order
 
 

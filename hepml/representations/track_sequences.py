@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from hepml.errors import BadValueError, ConfigError
+from hepml.io import expressions
 from hepml.representations._arrays import _flatten, check_finite
 from hepml.representations._transform import ConfigMixin, Transform
 from hepml.representations.hits import HIT_FIELDS, TRUTH_FIELDS, HitArrays, wrap_phi
@@ -149,7 +150,7 @@ def track_features(r: torch.Tensor, phi: torch.Tensor, z: torch.Tensor, r_next: 
         ``[M, T, 4]`` float32 on the device of ``r``: ``r / r_scale``, ``Δφ`` to the first
         hit wrapped into [-π, π), ``z / z_scale``, ``r_next / r_scale``; zeros in padding.
     """
-    dphi = torch.remainder(phi - phi[:, :1] + torch.pi, 2 * torch.pi) - torch.pi
+    dphi = expressions.wrap_phi(phi - phi[:, :1])
     x = torch.stack([r / r_scale, dphi, z / z_scale, r_next / r_scale], dim=-1)
     steps = torch.arange(r.shape[1], device=r.device)
     valid = steps[None, :] < lengths.to(r.device)[:, None]

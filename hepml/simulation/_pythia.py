@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from hepml._fastjet import fastjet as _import_fastjet
 from hepml.errors import ConfigError, GenerationError
+from hepml.io.provenance import versions
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ MAX_SEED = 899_998
 MAX_WORKERS = 999
 
 _PYTHIA_SEED_MAX = 900_000_000
+#: The packages whose versions generated files record (they shape the generated data).
+GENERATOR_PACKAGES = ("pythia8mc", "fastjet", "hepml", "awkward", "numpy", "uproot")
 
 
 def worker_seeds(seed: int, n_workers: int) -> list[int]:
@@ -282,11 +284,6 @@ def pt_eta_phi(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> tuple[np.ndarr
     return pt, eta, np.arctan2(py, px)
 
 
-def wrap_phi(dphi: Any) -> Any:
-    """Wrap angles to [-pi, pi)."""
-    return (dphi + np.pi) % (2 * np.pi) - np.pi
-
-
 def antikt(
     px: np.ndarray, py: np.ndarray, pz: np.ndarray, e: np.ndarray, counts: np.ndarray,
     r: float,
@@ -362,6 +359,7 @@ def write_mixture(
     The metadata holds the processes, the counts under ``n_<unit>s``, the shuffle seed and
     each class's metadata under ``"classes"``.
     """
+    from hepml.io.atomic import check_writable
     from hepml.io.writing import write_tree
 
     if len(configs) != len(counts) or not configs:
@@ -369,6 +367,7 @@ def write_mixture(
             f"{generator.rsplit('.', 1)[-1]} needs one {unit} count per configuration; got "
             f"{len(configs)} configurations and {len(counts)} counts"
         )
+    check_writable(Path(out_path).parent)  # before generating
     arrays, metas = [], []
     for cfg, n in zip(configs, counts, strict=True):
         b, m = make_arrays(cfg, n, progress=progress)
@@ -393,17 +392,6 @@ _progress_queue: Any = None
 def _init_worker(q: Any) -> None:
     global _progress_queue
     _progress_queue = q
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape generated data."""
-    out = {}
-    for dist in ("pythia8mc", "fastjet", "hepml", "awkward", "numpy", "uproot"):
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            out[dist] = "unknown"
-    return out
 
 
 class WorkerRun:
@@ -535,7 +523,7 @@ def run_metadata(
         "pythia_settings": summaries[0]["settings"],
         "worker_seeds": [s["seed"] for s in summaries],
         "workers": [{k: v for k, v in s.items() if k != "settings"} for s in summaries],
-        "versions": versions(),
+        "versions": versions(GENERATOR_PACKAGES, missing="unknown"),
         "sigma_gen_mb": float(np.mean(sig)),
         "wall_seconds": elapsed,
     }

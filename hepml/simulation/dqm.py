@@ -133,6 +133,7 @@ import awkward as ak
 import numpy as np
 
 from hepml.errors import BadValueError, ConfigError, GenerationError
+from hepml.io.expressions import wrap_phi
 from hepml.simulation._pythia import (
     MAX_SEED,
     GeneratorConfig,
@@ -142,7 +143,6 @@ from hepml.simulation._pythia import (
     pt_eta_phi,
     run_metadata,
     run_workers,
-    wrap_phi,
 )
 from hepml.simulation.tracker import TrackerGeometry, propagate
 
@@ -1184,7 +1184,9 @@ def generate_dqm(
     Returns:
         The path written.
     """
+    from hepml.io.atomic import check_writable
     from hepml.io.writing import write_tree
 
+    check_writable(Path(out_path).parent)  # before generating
     branches, meta = _generate(config, pool, progress)
     return write_tree(out_path, branches, tree=tree, metadata=meta)

@@ -91,6 +91,7 @@ import awkward as ak
 import numpy as np
 
 from hepml.errors import ConfigError, GenerationError
+from hepml.io.expressions import wrap_phi
 from hepml.simulation._pythia import (
     MAX_SEED,
     GeneratorConfig,
@@ -105,7 +106,6 @@ from hepml.simulation._pythia import (
     run_metadata,
     run_workers,
     to_jagged,
-    wrap_phi,
     write_mixture,
 )
 
@@ -517,8 +517,10 @@ def generate_events(
     Returns:
         The path written.
     """
+    from hepml.io.atomic import check_writable
     from hepml.io.writing import write_tree
 
+    check_writable(Path(out_path).parent)  # before generating
     branches, meta = generate_event_arrays(config, n_events, progress=progress)
     return write_tree(out_path, branches, tree=tree, metadata=meta)
 

@@ -57,6 +57,7 @@ import awkward as ak
 import numpy as np
 
 from hepml.errors import ConfigError, EmptyInputError, GenerationError
+from hepml.io.expressions import wrap_phi
 from hepml.simulation._pythia import (
     MAX_SEED,
     GeneratorConfig,
@@ -71,7 +72,6 @@ from hepml.simulation._pythia import (
     run_workers,
     to_jagged,
     worker_seeds,
-    wrap_phi,
     write_mixture,
 )
 
@@ -518,8 +518,10 @@ def generate_jets(
     Returns:
         The path written.
     """
+    from hepml.io.atomic import check_writable
     from hepml.io.writing import write_tree
 
+    check_writable(Path(out_path).parent)  # before generating
     branches, meta = generate_jet_arrays(config, n_jets, progress=progress)
     return write_tree(out_path, branches, tree=tree, metadata=meta)
 

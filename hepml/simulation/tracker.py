@@ -1081,7 +1081,9 @@ def generate_hits(
     Returns:
         The path written.
     """
+    from hepml.io.atomic import check_writable
     from hepml.io.writing import write_tree
 
+    check_writable(Path(out_path).parent)  # before generating
     branches, meta = generate_hit_arrays(config, n_events, progress=progress)
     return write_tree(out_path, branches, tree=tree, metadata=meta)

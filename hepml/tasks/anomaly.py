@@ -48,6 +48,7 @@ from hepml.errors import BadValueError, ConfigError, EmptyInputError
 from hepml.evaluation import anomaly as anomaly_metrics
 from hepml.evaluation import anomaly_plots
 from hepml.io import write_friend_tree, write_friend_trees, write_tree
+from hepml.io.atomic import atomic_path
 from hepml.models import build_model
 from hepml.representations import Features
 from hepml.tasks import scoring
@@ -470,15 +471,12 @@ def write_ranked(rows: list[dict[str, Any]], out_dir: Path, files: Sequence[str]
 
     In the ROOT file the file of each entry is an index into the metadata's ``files``.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "anomalies.csv"
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(csv_path)
     numeric: dict[str, np.ndarray] = {}
     index_of = {str(p): k for k, p in enumerate(files)}
     numeric["file_index"] = np.array([index_of[str(r["file"])] for r in rows], np.int32)

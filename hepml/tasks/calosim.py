@@ -462,6 +462,7 @@ def simulate(checkpoint: str | Path, out: str | Path, *, n: int, energy: float |
     Returns:
         The path written and a summary (counts, energies, seconds, showers/s).
     """
+    from hepml.io.atomic import check_writable
     from hepml.io.calo import (
         parse_particle,
         write_calochallenge_hdf5,
@@ -475,6 +476,7 @@ def simulate(checkpoint: str | Path, out: str | Path, *, n: int, energy: float |
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     if energy is not None and energy <= 0:
         raise ConfigError(f"--energy must be positive (GeV), got {energy}")
+    check_writable(Path(out).parent)
     model, dev = load_generator(checkpoint, device=device)
     lo, hi = (float(v) for v in model.energy_range)
     if energy is None:

@@ -60,6 +60,7 @@ from hepml.errors import (
 from hepml.evaluation import dqm_plots
 from hepml.evaluation.metrics import binomial_rate
 from hepml.io import ChunkSpec, Source, expand_files, open_tree, read_metadata, write_friend_trees
+from hepml.io.atomic import atomic_path
 from hepml.models import build_model
 from hepml.representations.lumisections import LumisectionMaps
 from hepml.tasks._job import JobResult, Summary, number, rows, with_error
@@ -782,8 +783,7 @@ def _write_flagged_csv(path: Path, data: LumisectionData, scored: ScoredRun,
               "fault"]
     for k in range(1, k_top + 1):
         header += [f"top{k}_histogram", f"top{k}_bin", f"top{k}_center", f"top{k}_residual"]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         for i in idx:
@@ -803,7 +803,6 @@ def _write_flagged_csv(path: Path, data: LumisectionData, scored: ScoredRun,
                         " ".join(f"{a}={v:.4g}" for a, v in centers.items()),
                         f"{scored.top_residual[i, k]:+.4g}"]
             writer.writerow(row)
-    tmp.replace(path)
     return path
 
 

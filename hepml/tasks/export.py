@@ -32,8 +32,6 @@ import importlib
 import json
 import logging
 import math
-import os
-import platform
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +52,8 @@ from hepml.errors import (
     InputFileError,
 )
 from hepml.io import Source, expand_files, file_checksum, resolve_fields
+from hepml.io.atomic import atomic_path, check_writable, write_json
+from hepml.io.provenance import versions
 from hepml.models import build_model
 from hepml.training import load_checkpoint
 
@@ -749,28 +749,11 @@ def _class_info(config: Mapping[str, Any]) -> dict[str, Any] | None:
             "scores": "softmax(logits, axis=1)[:, signal_index] is the signal score"}
 
 
-def _versions(mods: Mapping[str, Any]) -> dict[str, str]:
-    return {"hepml": __version__, "torch": str(torch.__version__),
-            "onnx": mods["onnx"].__version__, "onnxscript": mods["onnxscript"].__version__,
-            "onnxruntime": mods["onnxruntime"].__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
 def preprocessing_path(out: str | Path) -> Path:
     """``model.onnx`` -> ``model.preprocessing.json`` (beside it)."""
     out = Path(out)
     return out.with_name(f"{out.stem if out.suffix == '.onnx' else out.name}"
                          ".preprocessing.json")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
@@ -801,6 +784,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
             onnxruntime's outputs differ from torch's by more than ``tolerance``; then no
             ``.onnx`` file is left.
         CheckpointError: The checkpoint is unreadable or does not fit its model.
+        OutputError: ``out``'s directory cannot be written to (checked before any work).
     """
     say = progress or log.info
     mods = require_onnx()
@@ -810,6 +794,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give the .onnx file to write")
+    check_writable(out.parent)
     state = load_checkpoint(checkpoint)
     spec = state.get("model") or {}
     kind = spec.get("kind")
@@ -889,7 +874,8 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
         "normalisation": _normalisation(kind, model),
         "opset": int(opset_used),
         "exporter": "torch.onnx.export(dynamo=True, dynamic_shapes=...)",
-        "versions": _versions(mods),
+        "versions": versions(("hepml", "torch", "onnx", "onnxscript", "onnxruntime", "numpy",
+                              "python")),
         "checkpoint": {"path": str(Path(checkpoint).resolve()),
                        "sha256": file_checksum(checkpoint).split(":", 1)[1],
                        "epoch": state.get("epoch"), "best_epoch": state.get("best_epoch")},
@@ -903,9 +889,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         onnx.save_model(proto, str(tmp))
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, min(4, torch.get_num_threads()))
@@ -931,11 +915,6 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                                             "rel": o.rel, "max_elem_rel": o.max_elem_rel}
                                    for o in c.outputs}} for c in checked],
         }
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    json_path = preprocessing_path(out)
-    _atomic_write_text(json_path, json.dumps(info, indent=2) + "\n")
+    json_path = write_json(preprocessing_path(out), info, indent=2)
     return ExportResult(out, json_path, kind, tuple(checked), tolerance, tuple(used),
                         int(opset_used), info)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 import yaml
 
 from hepml.errors import ConfigError
-from hepml.io import file_checksum
+from hepml.io import atomic, file_checksum
 from hepml.io.atomic import output_error
 from hepml.training import distributed, versions
 
@@ -42,18 +41,14 @@ def make_run_dir(runs_dir: str | Path, name: str) -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write JSON atomically (indented by 2, values JSON lacks as their ``str``)."""
+    return atomic.write_json(path, data, indent=2, sort_keys=False, default=str)
 
 
 def record_inputs(run_dir: Path, config: dict[str, Any], paths: list[str],
                   entries: dict[str, int]) -> None:
     """Write the resolved config, the input files with checksums, and software versions."""
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    atomic.write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     write_json(run_dir / "inputs.json", [
         {"path": os.path.abspath(p), "checksum": file_checksum(p), "entries": entries[p]}
         for p in paths
@@ -80,5 +75,7 @@ def open_run_dir(runs_dir: str | Path, name: str, *, resume: str | Path | None,
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
     if main:
         record_inputs(run_dir, run_config, paths, entries)
-        np.save(run_dir / "split.npy", split)
+        # a file object: np.save would add ".npy" to the temporary name
+        with atomic.atomic_path(run_dir / "split.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, split)
     return run_dir

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import json
 import logging
 import os
 import threading
@@ -52,6 +51,7 @@ from hepml.io import (
     expand_files,
     resolve_fields,
 )
+from hepml.io.atomic import check_writable, write_json
 from hepml.io.dask_io import chunk_read_error
 from hepml.training.device import uses_gpu
 
@@ -402,6 +402,7 @@ def score_files(job: ScoringJob, files: str | Sequence[str], out_dir: str | Path
         ConfigError: Two inputs have the same file name (outputs are named after it).
         EmptyInputError: No file could be scored (the reasons are in the message and in
             ``skipped_files.json``).
+        OutputError: ``out_dir`` cannot be written to (checked before any file is scored).
     """
     paths: list[str] = []
     unmatched: list[dict[str, str]] = []  # patterns or names that match no file
@@ -417,7 +418,7 @@ def score_files(job: ScoringJob, files: str | Sequence[str], out_dir: str | Path
             raise ConfigError(f"{other} and {path} have the same name; their outputs (named "
                               "after the input file) would overwrite each other. Score them "
                               "into different --out directories.")
-    out_dir = Path(out_dir)
+    out_dir = check_writable(out_dir)  # before any file is scored
     failures: dict[int, str] = {}
     results: dict[int, dict[str, Any]] = {}
     used_optional, description = False, "nothing (no input file)"
@@ -433,10 +434,7 @@ def score_files(job: ScoringJob, files: str | Sequence[str], out_dir: str | Path
         log.warning("%d of %d file(s) could not be scored and were skipped; they are listed "
                     "with their errors in %s", len(skipped), len(paths) + len(unmatched),
                     out_dir / "skipped_files.json")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".skipped_files.json.tmp"
-    tmp.write_text(json.dumps(skipped, indent=1) + "\n")
-    tmp.replace(out_dir / "skipped_files.json")
+    write_json(out_dir / "skipped_files.json", skipped, indent=1)
     report = ScoringReport(files=paths, results=[results[i] for i in sorted(results)],
                            skipped=skipped, scheduler=description, used_optional=used_optional)
     if not report.results:

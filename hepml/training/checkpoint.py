@@ -10,7 +10,6 @@ Python values are stored, so :func:`torch.load` works with ``weights_only=True``
 from __future__ import annotations
 
 import os
-import platform
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,45 +17,27 @@ from typing import Any
 import torch
 
 from hepml.errors import CheckpointError
+from hepml.io.atomic import atomic_path
+from hepml.io.provenance import versions  # the one record of versions, re-exported
 
 __all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "versions", "FORMAT"]
 
 FORMAT = "hepml-checkpoint/1"
 
 
-def versions() -> dict[str, str]:
-    """Versions of the software that produced a result."""
-    import awkward
-    import numpy
-    import uproot
-
-    from hepml import __version__
-
-    return {
-        "hepml": __version__,
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "numpy": str(numpy.__version__),
-        "awkward": awkward.__version__,
-        "uproot": uproot.__version__,
-    }
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename).
+
+    Raises:
+        OutputError: ``path`` cannot be written (the temporary file is removed).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     payload = {"format": FORMAT, "versions": versions(), **state}
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # a file object, so that the archive's folder is "archive", not the temporary name
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 

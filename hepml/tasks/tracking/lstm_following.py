@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from hepml.errors import BadValueError, ConfigError
+from hepml.io import expressions
 from hepml.representations.hits import HitArrays, layer_pair_edges, window_ranges, wrap_phi
 from hepml.representations.track_sequences import TrackSequenceConfig, track_features
 from hepml.training.device import supports_float64
@@ -336,7 +337,7 @@ def follow_tracks(
         x = track_features(hr, hphi, hz, r_next, length, r_scale=cfg.r_scale,
                            z_scale=cfg.z_scale)
         out = model(x, length).double()
-        mu_phi = torch.remainder(hphi[:, 0] + out[:, 0] + torch.pi, _TWO_PI) - torch.pi
+        mu_phi = expressions.wrap_phi(hphi[:, 0] + out[:, 0])
         mu_z = out[:, 1] * cfg.z_scale
         sig_phi = torch.exp(out[:, 2])
         sig_z = torch.exp(out[:, 3]) * cfg.z_scale
@@ -357,7 +358,7 @@ def follow_tracks(
             owners.append(owner)
             cands.append(key_hit[pos])
         owner, cand = torch.cat(owners), torch.cat(cands)
-        dphi = torch.remainder(phi[cand] - mu_phi[owner] + torch.pi, _TWO_PI) - torch.pi
+        dphi = expressions.wrap_phi(phi[cand] - mu_phi[owner])
         dz = z[cand] - mu_z[owner]
         ok = (dphi.abs() < gate * sig_phi[owner]) & (dz.abs() < gate * sig_z[owner])
         owner, cand = owner[ok], cand[ok]
