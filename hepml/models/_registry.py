@@ -61,7 +61,7 @@ class ModelContract:
         axes: Dynamic axes: input -> {axis: symbolic name}; ``batch`` is axis 0 of all.
         what: One line on what the model computes.
         descriptions: Input or output name (or a glob pattern such as ``layer_*``) ->
-            what it holds.
+            what it holds (see :meth:`describe`).
         inside: The normalisation the model itself applies to its inputs.
         default_representation: Representation kind of its inputs when a checkpoint
             names none (``None``: the family takes no representation).
@@ -79,10 +79,13 @@ class ModelContract:
     forward_args: tuple[str, ...] | None = None
 
     def describe(self, name: str) -> str:
-        """What input or output ``name`` holds (empty if not described)."""
+        """What input or output ``name`` holds (empty if not described).
+
+        A pattern's description may hold ``{name}``, replaced by the name it matched.
+        """
         if name in self.descriptions:
             return self.descriptions[name]
-        return next((text for pattern, text in self.descriptions.items()
+        return next((text.replace("{name}", name) for pattern, text in self.descriptions.items()
                      if fnmatch.fnmatchcase(name, pattern)), "")
 
     def forward(self, model: nn.Module, inputs: Sequence[Any]) -> Any:

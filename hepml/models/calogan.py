@@ -356,7 +356,7 @@ class CaloGAN(nn.Module):
             "energy": "[batch] incident energy in GeV, float32",
             "particle": "[batch] int64 index into 'particles' (PDG ids); ignored by a "
                         "generator of one particle",
-            "layer_*": "[batch, rows, columns] cell energies in GeV of one calorimeter layer "
+            "layer_*": "[batch, rows, columns] cell energies in GeV of calorimeter {name} "
                        "(CaloGAN layout)"},
         inside="inside the graph: the condition [log(E / 10 GeV), E / 100 GeV, one-hot "
                "particle] and the scaling of the generated energy shares by E",
