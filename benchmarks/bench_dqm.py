@@ -37,7 +37,8 @@ except ModuleNotFoundError:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
     from hepml.io import Source
 from hepml.io import read_metadata  # noqa: E402
-from hepml.models._registry import build_model  # noqa: E402
+from hepml.models import build_model  # noqa: E402
+from hepml.models import model_spec as size_model  # noqa: E402
 from hepml.tasks import dqm  # noqa: E402
 from hepml.training import load_checkpoint  # noqa: E402
 
@@ -138,7 +139,9 @@ def main() -> None:
                                      args.repeat)
 
     if spec is None:
-        spec = dqm._model_spec(dict(cfg.get("model") or {}), representation)
+        model_cfg = dict(cfg.get("model") or {})
+        spec = size_model(dqm._model_kind(model_cfg), model_cfg, representation.output_shape,
+                          flatten=True, source="the lumisection maps")
     model = build_model(spec["kind"], **spec["kwargs"])
     if state is not None:
         model.load_state_dict(state["model_state"])

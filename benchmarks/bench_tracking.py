@@ -44,6 +44,7 @@ except ModuleNotFoundError:  # run from a checkout without installing
     from hepml.io import Source
 from hepml.io import read_metadata  # noqa: E402
 from hepml.models import build_model  # noqa: E402
+from hepml.models import model_spec as size_model  # noqa: E402
 from hepml.representations.hits import HitArrays, layer_pair_edges  # noqa: E402
 from hepml.tasks.tracking import task  # noqa: E402
 from hepml.training import load_checkpoint  # noqa: E402
@@ -77,7 +78,8 @@ def model_of(workflow: Path, run_dir: str | None, representation) -> tuple[torch
         return model.eval(), f"trained ({run_dir})"
     cfg = yaml.safe_load(workflow.read_text())
     kind = cfg["representation"]["kind"]
-    spec = task._model_spec(cfg["model"], representation, kind)
+    spec = size_model(task._model_kind(cfg["model"], kind), cfg["model"],
+                      representation.output_shape)
     return build_model(spec["kind"], **spec["kwargs"]).eval(), "untrained"
 
 

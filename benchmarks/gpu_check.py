@@ -67,7 +67,9 @@ try:
 except ModuleNotFoundError:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from hepml.io.calo import CALOGAN  # noqa: E402
 from hepml.models import build_model  # noqa: E402
+from hepml.models import model_spec as size_model  # noqa: E402
 from hepml.representations import build_representation  # noqa: E402
 
 PACKAGE = str(Path(sys.modules["hepml"].__file__).parent) + os.sep
@@ -232,31 +234,22 @@ def workflow(name: str) -> dict[str, Any]:
 def model_spec(name: str) -> tuple[str, dict[str, Any]]:
     """Kind and arguments of the model of ``workflows/NAME.yaml``.
 
-    The input sizes come from the workflow's representation, as the tasks' ``_model_spec``
-    functions set them.
+    Sized by :func:`hepml.models.model_spec`, as the tasks size it, from the workflow's
+    representation (:data:`DQM_MAP` for the DQM maps, which know their shape only after
+    reading data) and number of classes; the CaloGAN from the CaloGAN layout, e+ over
+    1-100 GeV, as the shipped showers give.
     """
     wf = workflow(name)
-    kwargs = dict(wf["model"])
-    kind = kwargs.pop("kind")
-    rep = wf.get("representation")
-    shape = build_representation(rep).output_shape if rep else None
-    classes = len(wf["data"].get("class_names") or [])
-    if kind == "cnn":
-        kwargs.update(in_channels=shape[0], image_size=[shape[1], shape[2]], num_classes=classes)
-    elif kind == "particlenet":
-        kwargs.update(input_dims=shape["features"][0], num_classes=classes)
-    elif kind in ("gnn", "interaction_network"):
-        kwargs.update(input_dims=shape["x"][-1], edge_dims=shape["edge_attr"][-1])
-        if kind == "gnn":
-            kwargs["num_classes"] = classes
-    elif kind == "lstm_tracker":
-        kwargs["input_dims"] = shape["x"][-1]
-    elif kind == "conv_autoencoder":
-        c, h, w = shape or DQM_MAP
-        kwargs.update(in_channels=c, image_size=[h, w])
-    elif kind == "autoencoder":
-        kwargs["input_dims"] = int(np.prod(shape))
-    return kind, kwargs
+    kind = wf["model"]["kind"]
+    if kind == "calogan":
+        shape, context = CALOGAN.shapes, {"particles": [-11], "energy_range": (1.0, 100.0)}
+    else:
+        rep = wf.get("representation")
+        shape = (build_representation(rep).output_shape if rep else None) or DQM_MAP
+        context = {"num_classes": len(wf["data"].get("class_names") or []),
+                   "flatten": wf["task"] == "dqm"}
+    spec = size_model(kind, wf["model"], shape, **context)
+    return spec["kind"], spec["kwargs"]
 
 
 def make_model(name: str, seed: int = 0) -> torch.nn.Module:

@@ -30,7 +30,8 @@ import onnxruntime as ort  # noqa: E402
 
 from hepml.errors import ExportError  # noqa: E402
 from hepml.io import Source  # noqa: E402
-from hepml.models import build_model  # noqa: E402
+from hepml.io.calo import CALOGAN  # noqa: E402
+from hepml.models import build_model, model_contract, model_spec  # noqa: E402
 from hepml.tasks import export as export_task  # noqa: E402
 from hepml.training.checkpoint import save_checkpoint  # noqa: E402
 
@@ -44,7 +45,7 @@ JET_DATA = {"files": [JETS], "tree": "tree", "labels": ["label_QCD", "label_Tbqq
             "class_names": ["QCD", "top"], "signal_class": "top", "branches": {}}
 HIT_DATA = {"files": [HITS], "tree": "hits", "labels": [], "class_names": [], "branches": {}}
 
-# family -> (representation spec, data section, model kwargs (input sizes added below), n_check)
+# family -> (representation spec, data section, model kwargs (sizes added by model_spec), n_check)
 CASES: dict[str, tuple[dict | None, dict, dict, int]] = {
     "cnn": ({"kind": "jet_image", "npix": 16}, JET_DATA,
             {"image_size": [16, 16], "conv_channels": [4, 4], "pool_after": [0, 1],
@@ -91,35 +92,23 @@ def _read(rep: Any, rep_kind: str, data: dict, n: int) -> Any:
 
 def _inputs(family: str, rep: Any, rep_kind: str, arrays: Any) -> dict[str, torch.Tensor]:
     out = rep(arrays, truth=False) if rep_kind == "hit_graph" else rep(arrays)
-    names = export_task.FAMILIES[family].inputs
+    names = model_contract(family).inputs
     return {names[0]: out} if isinstance(out, torch.Tensor) else {k: out[k] for k in names}
 
 
 def _make_checkpoint(family: str, path: Path) -> tuple[torch.nn.Module, dict]:
     """A tiny model of ``family`` saved as the trainer saves checkpoints."""
     rep_spec, data, kwargs, _ = CASES[family]
-    kwargs = dict(kwargs)
     torch.manual_seed(7)
     config: dict[str, Any] = {"name": f"export_{family}", "data": data}
     if rep_spec is not None:
         rep = _representation(rep_spec)
         config["representation"] = {"kind": rep_spec["kind"], **rep.to_dict()}
-        shape = rep.output_shape
-    if family == "cnn":
-        kwargs["in_channels"] = int(shape[0])
-    elif family == "particlenet":
-        kwargs["input_dims"] = int(shape["features"][0])
-    elif family in ("gnn", "interaction_network"):
-        kwargs.update(input_dims=int(shape["x"][-1]), edge_dims=int(shape["edge_attr"][-1]))
-    elif family == "lstm_tracker":
-        kwargs["input_dims"] = int(shape["x"][-1])
-    elif family == "autoencoder":
-        kwargs["input_dims"] = int(shape[0])
-    elif family == "conv_autoencoder":
-        kwargs["in_channels"] = int(shape[0])
-    elif family == "calogan":
-        kwargs.update(layer_shapes=[[3, 96], [12, 12], [12, 6]], particles=[-11],
-                      energy_min=1.0, energy_max=100.0)
+        kwargs = model_spec(family, kwargs, rep.output_shape,
+                            num_classes=len(data["class_names"]))["kwargs"]
+    else:  # calogan
+        kwargs = model_spec(family, kwargs, CALOGAN.shapes, particles=[-11],
+                            energy_range=(1.0, 100.0))["kwargs"]
         config["calosim"] = {}
     model = build_model(family, **kwargs)
     with torch.no_grad():
@@ -146,7 +135,7 @@ def _pad(x: dict[str, torch.Tensor], family: str, extra: int = 2) -> dict[str, t
     """``extra`` more padding slots along every padded (non-batch) axis."""
     fill = {"mask": False, "neighbors": -1, "edges": -1}
     out = dict(x)
-    for name, axes in export_task.FAMILIES[family].axes.items():
+    for name, axes in model_contract(family).axes.items():
         for axis in axes:
             if axis == 0:
                 continue
@@ -164,7 +153,7 @@ def _torch(model: torch.nn.Module, family: str, x: dict[str, torch.Tensor]
         if family == "calogan":
             out = model(x["energy"], x["particle"], x["z"])
             return {f"layer_{i}": t.numpy() for i, t in enumerate(out)}
-        out = model(*(x[k] for k in export_task.FAMILIES[family].inputs))
+        out = model(*(x[k] for k in model_contract(family).inputs))
     if isinstance(out, dict):
         return {k: v.numpy() for k, v in out.items()}
     name = {"interaction_network": "edge_logits", "lstm_tracker": "next_hit"}.get(family, "logits")
@@ -205,7 +194,7 @@ def test_family_exports_and_matches_torch(family: str, tmp_path: Path) -> None:
         rep = _representation(config["representation"])
         n_read = max(n_check, 2)
         full = _inputs(family, rep, rep_spec["kind"], _read(rep, rep_spec["kind"], data, n_read))
-        assert fed == list(export_task.FAMILIES[family].inputs)
+        assert fed == list(model_contract(family).inputs)
     n = len(next(iter(full.values())))
     small = {k: v[: max(1, n // 2)] for k, v in full.items()}
     for x in (full, _pad(small, family)):
@@ -261,13 +250,11 @@ def test_export_paths_match_forward_in_torch(family: str, extra: dict,
     rep_spec, data, kwargs, _ = CASES[family]
     rep = _representation(rep_spec)
     x = _inputs(family, rep, rep_spec["kind"], _read(rep, rep_spec["kind"], data, 6))
-    shape = rep.output_shape
-    dims = ({"input_dims": int(shape["features"][0])} if family == "particlenet" else
-            {"input_dims": int(shape["x"][-1])} if family == "lstm_tracker" else
-            {"input_dims": int(shape["x"][-1]), "edge_dims": int(shape["edge_attr"][-1])})
+    spec = model_spec(family, {**kwargs, **extra}, rep.output_shape,
+                      num_classes=len(data["class_names"]))
     torch.manual_seed(3)
-    model = build_model(family, **{**kwargs, **dims, **extra}).eval()
-    args = [x[k] for k in export_task.FAMILIES[family].inputs]
+    model = build_model(family, **spec["kwargs"]).eval()
+    args = [x[k] for k in model_contract(family).inputs]
     module = importlib.import_module(type(model).__module__)
     with torch.no_grad():
         want = model(*args)

@@ -8,9 +8,25 @@ edge classifier), ``lstm_tracker`` (next-hit predictor), and the anomaly detecto
 ``autoencoder`` (dense, feature vectors) and ``conv_autoencoder`` (images, detector maps),
 each optionally variational, denoising or sparse, and ``calogan`` (a conditional
 generator of calorimeter showers with its discriminator).
+
+Each family declares its contract in its own file (see :mod:`hepml.models._registry`):
+how it sizes itself from a representation's ``output_shape`` (``data_kwargs``) and the
+names of its inputs and outputs (``contract``). :func:`model_spec` sizes a family for
+tasks and benchmarks; ``hepml export`` reads :func:`model_contract`. A new family is one
+new file, imported below.
 """
 
-from hepml.models._registry import ACTIVATIONS, MODELS, activation, build_model, register_model
+from hepml.models._registry import (
+    ACTIVATIONS,
+    MODELS,
+    ModelContract,
+    activation,
+    build_model,
+    model_contract,
+    model_spec,
+    output_names,
+    register_model,
+)
 from hepml.models.autoencoder import AutoencoderBase, ConvAutoencoder, DenseAutoencoder
 from hepml.models.calogan import CaloGAN
 from hepml.models.cnn import JetImageCNN
@@ -21,4 +37,5 @@ from hepml.models.particlenet import ParticleNet
 
 __all__ = ["ACTIVATIONS", "MODELS", "AutoencoderBase", "CaloGAN", "ConvAutoencoder",
            "DenseAutoencoder", "EdgeClassifierIN", "EventGNN", "LSTMTracker", "JetImageCNN",
-           "activation", "build_model", "register_model", "ParticleNet"]
+           "ModelContract", "activation", "build_model", "model_contract", "model_spec",
+           "output_names", "register_model", "ParticleNet"]

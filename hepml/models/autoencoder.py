@@ -66,14 +66,21 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hepml.models._registry import ACTIVATIONS, activation, register_model
+from hepml.errors import ConfigError
+from hepml.models._registry import (
+    ACTIVATIONS,
+    ModelContract,
+    activation,
+    register_model,
+    shape_text,
+)
 
 __all__ = ["AutoencoderBase", "ConvAutoencoder", "DenseAutoencoder"]
 
@@ -120,6 +127,20 @@ def _check_activation(name: Any) -> str:
 def _kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, 1)) summed over the last dimension."""
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+_OUTPUTS = {
+    "latent": "[batch, latent] the code (mu for a variational model)",
+    "mu": "[batch, latent] mean of the Gaussian code (variational models)",
+    "logvar": "[batch, latent] log variance of the Gaussian code (variational models)",
+}
+_INSIDE = ("inside the graph: (x - shift) / scale before the encoder and the inverse after "
+           "the decoder (buffers fixed from the training data, listed below); feed raw inputs")
+
+
+def _is_entry_shape(shape: Any) -> bool:
+    return (not isinstance(shape, (Mapping, str)) and isinstance(shape, Sequence)
+            and all(hasattr(s, "__index__") for s in shape))
 
 
 # ---------------------------------------------------------------------- shared base
@@ -176,6 +197,10 @@ class AutoencoderBase(nn.Module):
     def entry_size(self) -> int:
         """Number of elements ``D`` of one entry."""
         return math.prod(self.entry_shape)
+
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the forward's outputs: ``mu`` and ``logvar`` only when variational."""
+        return ("reconstruction", "latent", *(("mu", "logvar") if self.variational else ()))
 
     # ------------------------------------------------------------------ normalisation
     @torch.no_grad()
@@ -343,6 +368,30 @@ class DenseAutoencoder(AutoencoderBase):
         - output: dict, see :meth:`AutoencoderBase.forward`
     """
 
+    contract = ModelContract(
+        inputs=("x",), outputs=("reconstruction", "latent", "mu", "logvar"),
+        axes={"x": {0: "batch"}},
+        what="dense autoencoder: reconstruction and code of feature vectors",
+        descriptions={"x": "feature vectors [batch, features] in their own units (as the "
+                           "representation makes them)",
+                      "reconstruction": "[batch, features] in the input's units", **_OUTPUTS},
+        inside=_INSIDE, default_representation="features")
+
+    @classmethod
+    def data_kwargs(cls, shape: Any, *, flatten: bool = False) -> dict[str, Any]:
+        """``input_dims`` from feature vectors ``(F,)``.
+
+        Args:
+            shape: The representation's ``output_shape``.
+            flatten: The task flattens each entry before the model (DQM maps): any
+                shape, ``input_dims`` its number of elements.
+        """
+        if _is_entry_shape(shape) and (flatten or len(shape) == 1):
+            return {"input_dims": math.prod(int(s) for s in shape)}
+        raise ConfigError(f"model.kind autoencoder takes feature vectors; the representation "
+                          f"gives entries of shape {shape_text(shape)}: use conv_autoencoder "
+                          "for images")
+
     def __init__(
         self,
         input_dims: int,
@@ -419,6 +468,24 @@ class ConvAutoencoder(AutoencoderBase):
         - input: ``[N, in_channels, H, W]``
         - output: dict, see :meth:`AutoencoderBase.forward`
     """
+
+    contract = ModelContract(
+        inputs=("x",), outputs=("reconstruction", "latent", "mu", "logvar"),
+        axes={"x": {0: "batch"}},
+        what="convolutional autoencoder: reconstruction and code of images or detector maps",
+        descriptions={"x": "images [batch, channels, height, width] in their own units",
+                      "reconstruction": "[batch, channels, height, width] in the input's units",
+                      **_OUTPUTS},
+        inside=_INSIDE, default_representation="jet_image")
+
+    @classmethod
+    def data_kwargs(cls, shape: Any) -> dict[str, Any]:
+        """``in_channels`` and ``image_size`` from images ``(C, H, W)``."""
+        if _is_entry_shape(shape) and len(shape) == 3:
+            c, h, w = (int(s) for s in shape)
+            return {"in_channels": c, "image_size": [h, w]}
+        raise ConfigError(f"model.kind conv_autoencoder needs images (C, H, W); the "
+                          f"representation gives entries of shape {shape_text(shape)}")
 
     def __init__(
         self,

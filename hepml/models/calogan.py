@@ -63,7 +63,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hepml.models._registry import register_model
+from hepml.errors import ConfigError
+from hepml.models._registry import ModelContract, register_model, shape_text
 
 __all__ = ["CaloGAN", "EnergyRangeWarning", "MinibatchDiscrimination"]
 
@@ -345,6 +346,44 @@ class CaloGAN(nn.Module):
         energy_min: Lowest incident energy (GeV) of the training sample; set by the task.
         energy_max: Highest incident energy (GeV) of the training sample; set by the task.
     """
+
+    contract = ModelContract(
+        inputs=("z", "energy", "particle"), outputs=("layer_0", "layer_1", "layer_2"),
+        axes={"z": {0: "batch"}, "energy": {0: "batch"}, "particle": {0: "batch"}},
+        what="CaloGAN generator (the averaged, EMA generator that samples): showers in GeV",
+        descriptions={
+            "z": "[batch, latent_dim] latent noise, float32, drawn from N(0, 1) by the user",
+            "energy": "[batch] incident energy in GeV, float32",
+            "particle": "[batch] int64 index into 'particles' (PDG ids); ignored by a "
+                        "generator of one particle",
+            "layer_*": "[batch, rows, columns] cell energies in GeV of calorimeter {name} "
+                       "(CaloGAN layout)"},
+        inside="inside the graph: the condition [log(E / 10 GeV), E / 100 GeV, one-hot "
+               "particle] and the scaling of the generated energy shares by E",
+        default_representation=None, forward_args=("energy", "particle", "z"))
+
+    @classmethod
+    def data_kwargs(cls, shape: Any, *, particles: Sequence[int],
+                    energy_range: Sequence[float]) -> dict[str, Any]:
+        """The shower layout, particles and energy range of the training showers.
+
+        Args:
+            shape: ``(rows, columns)`` of each calorimeter layer (``Showers.shapes``).
+            particles: The PDG ids of the training showers, sorted.
+            energy_range: Lowest and highest incident energy (GeV) of the training showers.
+        """
+        if (isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape
+                or any(isinstance(s, (str, bytes)) or not isinstance(s, Sequence) or len(s) != 2
+                       for s in shape)):
+            raise ConfigError(f"model.kind calogan takes calorimeter layers of (rows, columns); "
+                              f"the showers give {shape_text(shape)}")
+        lo, hi = energy_range
+        return {"layer_shapes": [list(s) for s in shape], "particles": list(particles),
+                "energy_min": float(lo), "energy_max": float(hi)}
+
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the forward's outputs: one ``layer_<i>`` per calorimeter layer."""
+        return tuple(f"layer_{i}" for i in range(len(self.layer_shapes)))
 
     def __init__(self, layer_shapes: Sequence[Sequence[int]] = ((3, 96), (12, 12), (12, 6)),
                  particles: Sequence[int] = (-11,), latent_dim: int = 64, channels: int = 32,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from hepml.errors import ConfigError
-from hepml.models._registry import activation, register_model
+from hepml.models._registry import ModelContract, activation, fit_shape, register_model
 
 __all__ = ["JetImageCNN"]
 
@@ -43,6 +44,23 @@ class JetImageCNN(nn.Module):
         - input: ``[N, in_channels, H, W]``
         - output: ``[N, num_classes]`` logits
     """
+
+    contract = ModelContract(
+        inputs=("images",), outputs=("logits",), axes={"images": {0: "batch"}},
+        what="jet-image CNN classifier: class logits (softmax gives the scores)",
+        descriptions={
+            "images": "jet images [batch, channels, eta, phi] as the representation makes them",
+            "logits": "class logits [batch, classes]; softmax over axis 1 gives the scores"},
+        inside="no input normalisation inside the graph: the images are normalised by the "
+               "representation (its 'normalize' option); batch normalisation layers, when "
+               "the model has them, are part of the network (running statistics)",
+        default_representation="jet_image")
+
+    @classmethod
+    def data_kwargs(cls, shape: Any, *, num_classes: int) -> dict[str, Any]:
+        """``in_channels`` and ``image_size`` from images ``(C, H, W)``, and ``num_classes``."""
+        c, h, w = fit_shape("cnn", shape, "images (C, H, W)", ndim=3)
+        return {"in_channels": c, "image_size": [h, w], "num_classes": num_classes}
 
     def __init__(
         self,

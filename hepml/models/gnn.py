@@ -51,8 +51,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from hepml.errors import BadValueError, ConfigError, UnknownKeyError
 from hepml.models._export import exporting
+from hepml.models._registry import ModelContract, fit_shape, register_model
 from hepml.models._registry import activation as _activation
-from hepml.models._registry import register_model
 from hepml.representations.event_graphs import padded_to_sparse
 
 # ``InteractionLayer`` is built on first use (it subclasses PyG's ``MessagePassing``) and
@@ -226,6 +226,33 @@ class EventGNN(nn.Module):
         - mask: ``[B, N]``, True for real nodes; ``None``: all
         - output: ``[B, num_classes]`` logits
     """
+
+    contract = ModelContract(
+        inputs=("x", "neighbors", "edge_attr", "mask"), outputs=("logits",),
+        axes={"x": {0: "batch", 1: "nodes"},
+              "neighbors": {0: "batch", 1: "nodes", 2: "neighbors"},
+              "edge_attr": {0: "batch", 1: "nodes", 2: "neighbors"},
+              "mask": {0: "batch", 1: "nodes"}},
+        what="EventGNN: class logits of padded event graphs (message passing inside the graph)",
+        descriptions={
+            "x": "node features [batch, nodes, features], 0 at padding",
+            "neighbors": "[batch, nodes, neighbors] int64: the node sending to each centre, "
+                         "-1 for no edge",
+            "edge_attr": "[batch, nodes, neighbors, edge features], 0 where no edge",
+            "mask": "[batch, nodes] bool, true for real nodes",
+            "logits": "class logits [batch, classes]; softmax over axis 1 gives the scores"},
+        inside="no normalisation of the inputs inside the graph: node and edge features are "
+               "the representation's; layer or batch normalisation between layers is part "
+               "of the network",
+        default_representation="event_graph")
+
+    @classmethod
+    def data_kwargs(cls, shape: Any, *, num_classes: int) -> dict[str, Any]:
+        """``input_dims`` and ``edge_dims`` from the graphs' ``x`` and ``edge_attr``."""
+        shape = fit_shape("gnn", shape, "event graphs (x, neighbors, edge_attr, mask)",
+                          keys=("x", "edge_attr"))
+        return {"input_dims": int(shape["x"][-1]), "edge_dims": int(shape["edge_attr"][-1]),
+                "num_classes": num_classes}
 
     def __init__(
         self,

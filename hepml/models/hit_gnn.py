@@ -42,8 +42,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from hepml.errors import BadValueError, ConfigError
 from hepml.models._export import exporting
+from hepml.models._registry import ModelContract, fit_shape, register_model
 from hepml.models._registry import activation as _activation
-from hepml.models._registry import register_model
 
 __all__ = ["EdgeClassifierIN", "edge_loss"]
 
@@ -91,6 +91,28 @@ class EdgeClassifierIN(nn.Module):
         - edge_attr: ``[B, E, edge_dims]`` (may be ``None`` when ``edge_dims == 0``)
         - output: ``[B, E]`` logits, 0 at padding
     """
+
+    contract = ModelContract(
+        inputs=("x", "edges", "edge_attr"), outputs=("edge_logits",),
+        axes={"x": {0: "batch", 1: "hits"}, "edges": {0: "batch", 1: "edges"},
+              "edge_attr": {0: "batch", 1: "edges"}},
+        what="interaction-network edge classifier of hit graphs: one logit per candidate edge",
+        descriptions={
+            "x": "hit features [batch, hits, 3] (r / r_scale, phi / pi, z / z_scale)",
+            "edges": "[batch, edges, 2] int64 local (inner, outer) hit indices, -1 for padding",
+            "edge_attr": "[batch, edges, edge features]",
+            "edge_logits": "[batch, edges] logit of 'same particle' per edge, 0 at padding; "
+                           "sigmoid gives the edge score"},
+        inside="no normalisation inside the graph: the representation scales the hit "
+               "coordinates (r_scale, z_scale) and computes the edge features",
+        default_representation="hit_graph")
+
+    @classmethod
+    def data_kwargs(cls, shape: Any) -> dict[str, Any]:
+        """``input_dims`` and ``edge_dims`` from the hit graphs' ``x`` and ``edge_attr``."""
+        shape = fit_shape("interaction_network", shape, "hit graphs (x, edges, edge_attr)",
+                          keys=("x", "edge_attr"))
+        return {"input_dims": int(shape["x"][-1]), "edge_dims": int(shape["edge_attr"][-1])}
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ the mean and log standard deviation of the next hit's Δφ and z (scaled as the 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from hepml.errors import BadValueError, ConfigError
 from hepml.models._export import exporting
-from hepml.models._registry import register_model
+from hepml.models._registry import ModelContract, fit_shape, register_model
 
 __all__ = ["LOG_SIGMA_MIN", "LSTMTracker", "gaussian_nll"]
 
@@ -81,6 +81,26 @@ class LSTMTracker(nn.Module):
         - input: ``x [M, T, input_dims]`` (zero-padded), ``lengths [M]`` (>= 1, any device)
         - output: ``[M, 4]``: ``μ_Δφ, μ_z, log σ_Δφ, log σ_z`` of the next hit
     """
+
+    contract = ModelContract(
+        inputs=("x", "lengths"), outputs=("next_hit",),
+        axes={"x": {0: "batch", 1: "steps"}, "lengths": {0: "batch"}},
+        what="LSTM/GRU next-hit predictor: Gaussian mean and log width of the next hit",
+        descriptions={
+            "x": "track prefixes [batch, steps, 4] (r, delta-phi to the first hit, z, r of "
+                 "the next hit; scaled by the representation), zero after each prefix",
+            "lengths": "[batch] int64 number of hits of each prefix, 1 <= lengths <= steps",
+            "next_hit": "[batch, 4]: mu_dphi, mu_z, log sigma_dphi, log sigma_z of the next "
+                        "hit, in the target's units (rad; z / z_scale)"},
+        inside="no input normalisation inside the graph (the representation scales r and z); "
+               "the extrapolation of the prefix and the lower bound of log sigma are inside",
+        default_representation="track_sequence")
+
+    @classmethod
+    def data_kwargs(cls, shape: Any) -> dict[str, Any]:
+        """``input_dims`` from the track prefixes' ``x`` ``(T, F)``."""
+        shape = fit_shape("lstm_tracker", shape, "track sequences (x, lengths)", keys=("x",))
+        return {"input_dims": int(shape["x"][-1])}
 
     def __init__(
         self,

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from hepml.errors import BadValueError, ConfigError
 from hepml.models._export import exporting
+from hepml.models._registry import ModelContract, fit_shape, register_model
 from hepml.models._registry import activation as _activation
-from hepml.models._registry import register_model
 from hepml.representations.knn import knn_indices
 
 __all__ = ["ParticleNet", "PRESETS"]
@@ -236,6 +236,29 @@ class ParticleNet(nn.Module):
         - mask: ``[B, 1, N]`` or ``[B, N]``, True (or 1) for real particles; ``None``: all
         - output: ``[B, num_classes]`` logits
     """
+
+    contract = ModelContract(
+        inputs=("points", "features", "mask"), outputs=("logits",),
+        axes={"points": {0: "batch", 2: "particles"}, "features": {0: "batch", 2: "particles"},
+              "mask": {0: "batch", 2: "particles"}},
+        what="ParticleNet: class logits of padded particle clouds (kNN inside the graph)",
+        descriptions={
+            "points": "coordinates of the first kNN [batch, coords, particles], 0 at padding",
+            "features": "particle features [batch, features, particles], 0 at padding",
+            "mask": "[batch, 1, particles] bool, true for real particles; any amount of "
+                    "padding gives the same logits",
+            "logits": "class logits [batch, classes]; softmax over axis 1 gives the scores"},
+        inside="inside the graph: a batch normalisation of the input features (bn_fts, "
+               "running statistics of training); the features themselves (logarithms, "
+               "relative pT ...) are computed by the representation",
+        default_representation="particle_cloud")
+
+    @classmethod
+    def data_kwargs(cls, shape: Any, *, num_classes: int) -> dict[str, Any]:
+        """``input_dims`` from the clouds' ``features`` ``(F, N)``, and ``num_classes``."""
+        shape = fit_shape("particlenet", shape, "particle clouds (points, features, mask)",
+                          keys=("features",))
+        return {"input_dims": int(shape["features"][0]), "num_classes": num_classes}
 
     def __init__(
         self,

@@ -50,6 +50,7 @@ from hepml.evaluation import anomaly_plots
 from hepml.io import write_friend_tree, write_friend_trees, write_tree
 from hepml.io.atomic import atomic_path
 from hepml.models import build_model
+from hepml.models import model_spec as size_model
 from hepml.representations import Features
 from hepml.tasks import scoring
 from hepml.tasks._job import JobResult, Summary, number, with_error
@@ -600,27 +601,13 @@ def _normalization(data: AnomalyData, background: int | None, mode: str
     return torch.zeros(()), torch.ones(())
 
 
-def _model_spec(cfg: dict[str, Any], representation: Any) -> dict[str, Any]:
-    kwargs = dict(cfg)
-    kind = kwargs.pop("kind", "autoencoder")
-    shape = tuple(int(s) for s in representation.output_shape)
-    if kind == "conv_autoencoder":
-        if len(shape) != 3:
-            raise ConfigError(f"model.kind conv_autoencoder needs images (C, H, W); the "
-                              f"representation gives entries of shape {shape}")
-        kwargs.setdefault("in_channels", shape[0])
-        kwargs.setdefault("image_size", [shape[1], shape[2]])
-    elif kind == "autoencoder":
-        kwargs.setdefault("input_dims", int(np.prod(shape)))
-        if len(shape) != 1:
-            raise ConfigError(f"model.kind autoencoder takes feature vectors; the "
-                              f"representation gives entries of shape {shape}: use "
-                              "conv_autoencoder for images")
-    else:
+def _model_kind(cfg: dict[str, Any]) -> str:
+    """The model kind of the workflow, one of the autoencoders."""
+    kind = cfg.get("kind", "autoencoder")
+    if kind not in ("autoencoder", "conv_autoencoder"):
         raise ConfigError(f"model.kind {kind!r}: an anomaly scan needs an autoencoder "
                           "(autoencoder or conv_autoencoder)")
-    return {"kind": kind, "kwargs": {k: list(v) if isinstance(v, tuple) else v
-                                     for k, v in kwargs.items()}}
+    return kind
 
 
 def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
@@ -639,7 +626,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
               [k for k in range(len(names)) if k != background]) if labelled else []
     normalize = a.normalize if a.normalize != "auto" else (
         "standardize" if isinstance(representation, Features) else "scale")
-    model_spec = _model_spec(cfg.model, representation)
+    model_spec = size_model(_model_kind(cfg.model), cfg.model, representation.output_shape)
     run_config = to_dict(cfg)
     run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}
     run_config["representation"] = {"kind": cfg.representation.get("kind", "jet_image"),

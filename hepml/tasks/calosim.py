@@ -36,6 +36,7 @@ from hepml.errors import CheckpointError, ConfigError, EmptyInputError
 from hepml.io import expand_files
 from hepml.io.calo import CALOGAN, PARTICLES, CaloLayout, Showers
 from hepml.models import build_model
+from hepml.models import model_spec as size_model
 from hepml.models.calogan import EnergyRangeWarning
 from hepml.representations.calo_layers import particle_indices, shower_tensors
 from hepml.tasks._job import JobResult, Summary, number, rows
@@ -142,20 +143,12 @@ def _dataset(showers: Showers, particles: Sequence[int], *, batch_size: int, shu
                           batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 
-def _model_spec(model_cfg: dict[str, Any], showers: Showers,
-                particles: list[int]) -> dict[str, Any]:
-    kwargs = {k: v for k, v in model_cfg.items() if k != "kind"}
+def _model_kind(model_cfg: dict[str, Any]) -> str:
+    """The model kind of the workflow: ``calogan``, the one this task trains."""
     kind = model_cfg.get("kind", "calogan")
     if kind != "calogan":
         raise ConfigError(f"model.kind: task calosim trains 'calogan', got {kind!r}")
-    for key in ("layer_shapes", "particles", "energy_min", "energy_max"):
-        if key in kwargs:
-            raise ConfigError(f"model.{key} is taken from the training showers; remove it")
-    kwargs["layer_shapes"] = [list(s) for s in showers.shapes]
-    kwargs["particles"] = particles
-    kwargs["energy_min"] = float(showers.energy.min())
-    kwargs["energy_max"] = float(showers.energy.max())
-    return {"kind": kind, "kwargs": kwargs}
+    return kind
 
 
 @torch.no_grad()
@@ -241,7 +234,11 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
             "training and test need at least 100 showers each (the comparison needs "
             "statistics) and validation at least one. Use more showers or change data.split")
     train_s, val_s, test_s = (showers.select(split == k) for k in range(3))
-    model_spec = _model_spec(cfg.model, train_s, particles)
+    # sized from the training showers: layout, particles, energy range
+    model_spec = size_model(_model_kind(cfg.model), cfg.model, train_s.shapes,
+                            particles=particles,
+                            energy_range=(train_s.energy.min(), train_s.energy.max()),
+                            source="the training showers")
     run_config = to_dict(cfg)
     run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}
     run_config["calosim"] = to_dict(calo)

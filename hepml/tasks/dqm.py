@@ -62,6 +62,7 @@ from hepml.evaluation.metrics import binomial_rate
 from hepml.io import ChunkSpec, Source, expand_files, open_tree, read_metadata, write_friend_trees
 from hepml.io.atomic import atomic_path
 from hepml.models import build_model
+from hepml.models import model_spec as size_model
 from hepml.representations.lumisections import LumisectionMaps
 from hepml.tasks._job import JobResult, Summary, number, rows, with_error
 from hepml.tasks.rundir import open_run_dir
@@ -380,22 +381,13 @@ class LumisectionData:
         return mean, std, n
 
 
-def _model_spec(cfg: dict[str, Any], representation: LumisectionMaps) -> dict[str, Any]:
-    kwargs = dict(cfg)
-    kind = kwargs.pop("kind", MODEL_KINDS[0])
+def _model_kind(cfg: dict[str, Any]) -> str:
+    """The monitor's model kind, one of :data:`MODEL_KINDS`."""
+    kind = cfg.get("kind", MODEL_KINDS[0])
     if kind not in MODEL_KINDS:
         raise ConfigError(f"model.kind {kind!r} cannot monitor lumisection maps; use one of "
                           f"{', '.join(MODEL_KINDS)}")
-    c, h, w = representation.output_shape
-    wanted = ({"in_channels": c, "image_size": [h, w]} if kind == "conv_autoencoder"
-              else {"input_dims": c * h * w})
-    for key, want in wanted.items():
-        given = kwargs.setdefault(key, want)
-        if (list(given) if isinstance(given, (list, tuple)) else given) != want:
-            raise ConfigError(f"model.{key} is {given!r} but the lumisection maps give "
-                              f"{want!r}; leave it out, it is set from the maps")
-    return {"kind": kind, "kwargs": {k: list(v) if isinstance(v, tuple) else v
-                                     for k, v in kwargs.items()}}
+    return kind
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -876,7 +868,9 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
         raise EmptyInputError(
             f"{', '.join(data.source.paths)}: no {what}lumisections in the validation split: "
             "the threshold is set on them. Use more lumisections or change data.split")
-    model_spec = _model_spec(cfg.model, representation)
+    # a dense autoencoder reads each map flattened
+    model_spec = size_model(_model_kind(cfg.model), cfg.model, representation.output_shape,
+                            flatten=True, source="the lumisection maps")
     flatten = model_spec["kind"] == "autoencoder"
     run_config = to_dict(cfg)
     run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}

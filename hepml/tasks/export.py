@@ -54,12 +54,12 @@ from hepml.errors import (
 from hepml.io import Source, expand_files, file_checksum, resolve_fields
 from hepml.io.atomic import atomic_path, check_writable, write_json
 from hepml.io.provenance import versions
-from hepml.models import build_model
+from hepml.models import MODELS, build_model, model_contract, output_names
 from hepml.training import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FAMILIES", "FORMAT", "METADATA_KEY", "TINY", "TOLERANCE", "CheckCase",
+__all__ = ["FORMAT", "METADATA_KEY", "TINY", "TOLERANCE", "CheckCase",
            "ExportResult", "OutputCheck", "build_representation", "compare_outputs", "export",
            "format_table", "preprocessing_path", "require_onnx"]
 
@@ -78,137 +78,9 @@ _EXTRA = "pip install -e \".[onnx]\" (or: pip install onnx onnxscript onnxruntim
 _ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 
 # ----------------------------------------------------------------------------- families
-@dataclasses.dataclass(frozen=True)
-class _Family:
-    """How one model kind is exported.
-
-    Attributes:
-        inputs: ONNX input names, in the order of the exported forward.
-        axes: Dynamic axes: input -> {axis: symbolic name}; ``batch`` is axis 0 of all.
-        what: One line on what the model computes, for the JSON.
-        descriptions: Input or output name -> what it holds.
-        inside: The normalisation the graph itself applies (for the JSON).
-        default_representation: Representation kind when the checkpoint names none.
-    """
-
-    inputs: tuple[str, ...]
-    axes: dict[str, dict[int, str]]
-    what: str
-    descriptions: dict[str, str]
-    inside: str
-    default_representation: str | None
-
-
-_B = {0: "batch"}
-FAMILIES: dict[str, _Family] = {
-    "cnn": _Family(
-        ("images",), {"images": _B},
-        "jet-image CNN classifier: class logits (softmax gives the scores)",
-        {"images": "jet images [batch, channels, eta, phi] as the representation makes them",
-         "logits": "class logits [batch, classes]; softmax over axis 1 gives the scores"},
-        "no input normalisation inside the graph: the images are normalised by the "
-        "representation (its 'normalize' option); batch normalisation layers, when the "
-        "model has them, are part of the network (running statistics)",
-        "jet_image"),
-    "particlenet": _Family(
-        ("points", "features", "mask"),
-        {"points": {0: "batch", 2: "particles"}, "features": {0: "batch", 2: "particles"},
-         "mask": {0: "batch", 2: "particles"}},
-        "ParticleNet: class logits of padded particle clouds (kNN inside the graph)",
-        {"points": "coordinates of the first kNN [batch, coords, particles], 0 at padding",
-         "features": "particle features [batch, features, particles], 0 at padding",
-         "mask": "[batch, 1, particles] bool, true for real particles; any amount of "
-                 "padding gives the same logits",
-         "logits": "class logits [batch, classes]; softmax over axis 1 gives the scores"},
-        "inside the graph: a batch normalisation of the input features (bn_fts, running "
-        "statistics of training); the features themselves (logarithms, relative pT ...) "
-        "are computed by the representation",
-        "particle_cloud"),
-    "gnn": _Family(
-        ("x", "neighbors", "edge_attr", "mask"),
-        {"x": {0: "batch", 1: "nodes"}, "neighbors": {0: "batch", 1: "nodes", 2: "neighbors"},
-         "edge_attr": {0: "batch", 1: "nodes", 2: "neighbors"}, "mask": {0: "batch", 1: "nodes"}},
-        "EventGNN: class logits of padded event graphs (message passing inside the graph)",
-        {"x": "node features [batch, nodes, features], 0 at padding",
-         "neighbors": "[batch, nodes, neighbors] int64: the node sending to each centre, "
-                      "-1 for no edge",
-         "edge_attr": "[batch, nodes, neighbors, edge features], 0 where no edge",
-         "mask": "[batch, nodes] bool, true for real nodes",
-         "logits": "class logits [batch, classes]; softmax over axis 1 gives the scores"},
-        "no normalisation of the inputs inside the graph: node and edge features are the "
-        "representation's; layer or batch normalisation between layers is part of the "
-        "network",
-        "event_graph"),
-    "interaction_network": _Family(
-        ("x", "edges", "edge_attr"),
-        {"x": {0: "batch", 1: "hits"}, "edges": {0: "batch", 1: "edges"},
-         "edge_attr": {0: "batch", 1: "edges"}},
-        "interaction-network edge classifier of hit graphs: one logit per candidate edge",
-        {"x": "hit features [batch, hits, 3] (r / r_scale, phi / pi, z / z_scale)",
-         "edges": "[batch, edges, 2] int64 local (inner, outer) hit indices, -1 for padding",
-         "edge_attr": "[batch, edges, edge features]",
-         "edge_logits": "[batch, edges] logit of 'same particle' per edge, 0 at padding; "
-                        "sigmoid gives the edge score"},
-        "no normalisation inside the graph: the representation scales the hit coordinates "
-        "(r_scale, z_scale) and computes the edge features",
-        "hit_graph"),
-    "lstm_tracker": _Family(
-        ("x", "lengths"), {"x": {0: "batch", 1: "steps"}, "lengths": _B},
-        "LSTM/GRU next-hit predictor: Gaussian mean and log width of the next hit",
-        {"x": "track prefixes [batch, steps, 4] (r, delta-phi to the first hit, z, r of the "
-              "next hit; scaled by the representation), zero after each prefix",
-         "lengths": "[batch] int64 number of hits of each prefix, 1 <= lengths <= steps",
-         "next_hit": "[batch, 4]: mu_dphi, mu_z, log sigma_dphi, log sigma_z of the next "
-                     "hit, in the target's units (rad; z / z_scale)"},
-        "no input normalisation inside the graph (the representation scales r and z); the "
-        "extrapolation of the prefix and the lower bound of log sigma are inside",
-        "track_sequence"),
-    "autoencoder": _Family(
-        ("x",), {"x": _B},
-        "dense autoencoder: reconstruction and code of feature vectors",
-        {"x": "feature vectors [batch, features] in their own units (as the representation "
-              "makes them)",
-         "reconstruction": "[batch, features] in the input's units",
-         "latent": "[batch, latent] the code (mu for a variational model)",
-         "mu": "[batch, latent] mean of the Gaussian code (variational models)",
-         "logvar": "[batch, latent] log variance of the Gaussian code (variational models)"},
-        "inside the graph: (x - shift) / scale before the encoder and the inverse after the "
-        "decoder (buffers fixed from the training data, listed below); feed raw inputs",
-        "features"),
-    "conv_autoencoder": _Family(
-        ("x",), {"x": _B},
-        "convolutional autoencoder: reconstruction and code of images or detector maps",
-        {"x": "images [batch, channels, height, width] in their own units",
-         "reconstruction": "[batch, channels, height, width] in the input's units",
-         "latent": "[batch, latent] the code (mu for a variational model)",
-         "mu": "[batch, latent] mean of the Gaussian code (variational models)",
-         "logvar": "[batch, latent] log variance of the Gaussian code (variational models)"},
-        "inside the graph: (x - shift) / scale before the encoder and the inverse after the "
-        "decoder (buffers fixed from the training data, listed below); feed raw inputs",
-        "jet_image"),
-    "calogan": _Family(
-        ("z", "energy", "particle"), {"z": _B, "energy": _B, "particle": _B},
-        "CaloGAN generator (the averaged, EMA generator that samples): showers in GeV",
-        {"z": "[batch, latent_dim] latent noise, float32, drawn from N(0, 1) by the user",
-         "energy": "[batch] incident energy in GeV, float32",
-         "particle": "[batch] int64 index into 'particles' (PDG ids); ignored by a generator "
-                     "of one particle"},
-        "inside the graph: the condition [log(E / 10 GeV), E / 100 GeV, one-hot particle] "
-        "and the scaling of the generated energy shares by E",
-        None),
-}
-
-
-def _output_names(kind: str, model: nn.Module) -> tuple[str, ...]:
-    if kind in ("cnn", "particlenet", "gnn"):
-        return ("logits",)
-    if kind == "interaction_network":
-        return ("edge_logits",)
-    if kind == "lstm_tracker":
-        return ("next_hit",)
-    if kind in ("autoencoder", "conv_autoencoder"):
-        return ("reconstruction", "latent", *(("mu", "logvar") if model.variational else ()))
-    return tuple(f"layer_{i}" for i in range(len(model.layer_shapes)))
+# What each model family takes and gives (input and output names, dynamic axes,
+# descriptions, default representation) is the family's ModelContract, declared in its
+# own file in hepml.models.
 
 
 class _Exported(nn.Module):
@@ -223,11 +95,11 @@ class _Exported(nn.Module):
 
 
 def _call(model: nn.Module, kind: str, inputs: Sequence[torch.Tensor]) -> Any:
-    """The model's own forward on the inputs in ONNX input order."""
-    if kind == "calogan":
-        z, energy, particle = inputs
-        return model(energy, particle, z)  # generating: the EMA generator, given z
-    return model(*inputs)
+    """The model's own forward on the inputs in ONNX input order.
+
+    A CaloGAN's forward generates with the EMA generator, given ``z``.
+    """
+    return model_contract(kind).forward(model, inputs)
 
 
 def _as_tuple(out: Any, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
@@ -319,7 +191,7 @@ def _representation_inputs(kind: str, rep_kind: str, representation: Any, arrays
             out = representation(arrays)
     except HepmlError as exc:
         raise exc.with_context(where) from None
-    names = FAMILIES[kind].inputs
+    names = model_contract(kind).inputs
     if not isinstance(out, Mapping):
         return {names[0]: out}
     missing = [k for k in names if k not in out]
@@ -500,14 +372,14 @@ def _second_case(kind: str, x: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
                  else torch.arange(n))
         keep = torch.sort(order[:max(1, n // 2)]).values
     out = {k: v[keep] for k, v in x.items()}
+    axes = model_contract(kind).axes
     for dim, ext in extents.items():
-        size_now = next(v.shape[a] for k, v in x.items() for a, d in FAMILIES[kind].axes[k].items()
-                        if d == dim)
+        size_now = next(v.shape[a] for k, v in x.items() for a, d in axes[k].items() if d == dim)
         want = max(1, int(ext[keep].max()))
         if want >= size_now:
             want = size_now + 3
         for k in out:
-            for axis, d in FAMILIES[kind].axes[k].items():
+            for axis, d in axes[k].items():
                 if d == dim:
                     out[k] = _resize(out[k], axis, want, _FILL.get(k, 0))
     return out
@@ -515,7 +387,7 @@ def _second_case(kind: str, x: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def _sizes(kind: str, x: Mapping[str, torch.Tensor]) -> dict[str, int]:
     sizes: dict[str, int] = {}
-    for k, axes in FAMILIES[kind].axes.items():
+    for k, axes in model_contract(kind).axes.items():
         for axis, dim in axes.items():
             sizes.setdefault(dim, int(x[k].shape[axis]))
     return sizes
@@ -532,7 +404,7 @@ def _run_check(session: Any, model: nn.Module, kind: str, outputs: Sequence[str]
     results = []
     for x in cases:
         with torch.no_grad():
-            want = _as_tuple(_call(model, kind, [x[k] for k in FAMILIES[kind].inputs]),
+            want = _as_tuple(_call(model, kind, [x[k] for k in model_contract(kind).inputs]),
                              outputs)
         sizes = _sizes(kind, x)
         try:
@@ -614,8 +486,9 @@ def _dynamic_shapes(kind: str) -> tuple[dict[int, Any], ...]:
     """
     dims: dict[str, Any] = {}
     spec = []
-    for name in FAMILIES[kind].inputs:
-        axes = FAMILIES[kind].axes.get(name, {})
+    contract = model_contract(kind)
+    for name in contract.inputs:
+        axes = contract.axes.get(name, {})
         spec.append({a: dims.setdefault(d, torch.export.Dim(d, min=2)) for a, d in axes.items()})
     return tuple(spec)
 
@@ -624,7 +497,7 @@ def _check_dynamic(proto: Any, kind: str) -> None:
     """Raise if the exporter fixed an axis that should stay dynamic."""
     for v in proto.graph.input:
         dims = _dims(v)
-        for axis, name in FAMILIES[kind].axes.get(v.name, {}).items():
+        for axis, name in model_contract(kind).axes.get(v.name, {}).items():
             if axis < len(dims) and not isinstance(dims[axis], str):
                 raise ExportError(f"model {kind!r}: the exporter fixed axis {axis} ({name}) of "
                                   f"input {v.name!r} to {dims[axis]}; this model cannot take "
@@ -667,12 +540,13 @@ def _export_model(model: nn.Module, kind: str, outputs: Sequence[str],
                   example: Mapping[str, torch.Tensor], opset: int | None) -> Any:
     """``torch.onnx.export(dynamo=True)`` of the model; returns the ONNX ``ModelProto``."""
     wrapper = _Exported(model, kind, outputs).eval()
-    args = tuple(example[k] for k in FAMILIES[kind].inputs)
+    inputs = model_contract(kind).inputs
+    args = tuple(example[k] for k in inputs)
     _clear_rnn_dispatch_cache()
     try:
         with _quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
-                wrapper, args, input_names=list(FAMILIES[kind].inputs),
+                wrapper, args, input_names=list(inputs),
                 output_names=list(outputs), opset_version=opset,
                 dynamic_shapes=(_dynamic_shapes(kind),),  # forward(*inputs)
                 dynamo=True, verbose=False,
@@ -691,22 +565,18 @@ def _dims(value_info: Any) -> list[int | str]:
     return [d.dim_param if d.dim_param else int(d.dim_value) for d in shape.dim]
 
 
-def _io_entries(onnx: Any, values: Sequence[Any], descriptions: Mapping[str, str]
+def _io_entries(onnx: Any, values: Sequence[Any], describe: Callable[[str], str]
                 ) -> list[dict[str, Any]]:
     out = []
     for v in values:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
-        text = descriptions.get(v.name, "")
-        if not text and v.name.startswith("layer_"):
-            text = (f"[batch, rows, columns] cell energies in GeV of calorimeter {v.name} "
-                    "(CaloGAN layout)")
         out.append({"name": v.name, "dtype": np.dtype(dtype).name, "shape": _dims(v),
-                    "description": text})
+                    "description": describe(v.name)})
     return out
 
 
 def _normalisation(kind: str, model: nn.Module) -> dict[str, Any]:
-    info: dict[str, Any] = {"inside_graph": FAMILIES[kind].inside}
+    info: dict[str, Any] = {"inside_graph": model_contract(kind).inside}
     if kind in ("autoencoder", "conv_autoencoder"):
         info.update(formula="(x - shift) / scale inside the graph; reconstruction = "
                             "decoder(...) * scale + shift",
@@ -798,9 +668,9 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
     state = load_checkpoint(checkpoint)
     spec = state.get("model") or {}
     kind = spec.get("kind")
-    if kind not in FAMILIES:
+    if kind not in MODELS:
         raise ExportError(f"{checkpoint}: model kind {kind!r} has no ONNX export; kinds: "
-                          f"{', '.join(FAMILIES)}")
+                          f"{', '.join(MODELS)}")
     model = build_model(kind, **spec.get("kwargs", {}))
     try:
         model.load_state_dict(state["model_state"])
@@ -828,7 +698,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
         fields = ["energy", "particle", *(f"layer_{i}" for i in range(len(model.layer_shapes)))]
     else:
         rep_spec = dict(config.get("representation") or {})
-        rep_spec.setdefault("kind", FAMILIES[kind].default_representation)
+        rep_spec.setdefault("kind", model_contract(kind).default_representation)
         representation = build_representation(rep_spec)
         rep_kind = rep_spec["kind"]
         if rep_kind == "hit_graph":
@@ -846,7 +716,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                               "or other files (--check-file)")
     # the whole sample; fewer entries with other graph or sequence sizes; one entry
     cases = [inputs, _second_case(kind, inputs), {k: v[:1] for k, v in inputs.items()}]
-    outputs = _output_names(kind, model)
+    outputs = output_names(model)
     say(f"exporting {kind} ({sum(p.numel() for p in model.parameters())} parameters) "
         f"with torch.onnx.export(dynamo=True)")
     proto = _export_model(model, kind, outputs, inputs, opset)
@@ -854,8 +724,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
     _check_scatter(proto, kind)
     opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
-    fam = FAMILIES[kind]
-    descriptions = fam.descriptions
+    fam = model_contract(kind)
     info: dict[str, Any] = {
         "format": FORMAT,
         "model": {"kind": kind, "kwargs": spec.get("kwargs", {}), "what": fam.what},
@@ -867,8 +736,8 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                   "the user"),
         "data": _data_info(config, fields if kind != "calogan" else [], tree, branch_map),
         "classes": _class_info(config) if kind in ("cnn", "particlenet", "gnn") else None,
-        "inputs": _io_entries(onnx, proto.graph.input, descriptions),
-        "outputs": _io_entries(onnx, proto.graph.output, descriptions),
+        "inputs": _io_entries(onnx, proto.graph.input, fam.describe),
+        "outputs": _io_entries(onnx, proto.graph.output, fam.describe),
         "dynamic_axes": {n: {str(a): d for a, d in fam.axes[n].items()} for n in fam.inputs
                          if n in {v.name for v in proto.graph.input}},
         "normalisation": _normalisation(kind, model),

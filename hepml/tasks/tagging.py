@@ -39,6 +39,7 @@ from hepml.errors import (
 )
 from hepml.io import Source, expand_files, open_tree, read, write_friend_tree, write_friend_trees
 from hepml.models import build_model
+from hepml.models import model_spec as size_model
 from hepml.tasks import scoring
 from hepml.tasks._job import JobResult, Summary, number
 from hepml.tasks.rundir import open_run_dir, write_json
@@ -174,23 +175,6 @@ class TaggingData:
         return torch.cat([self.chunk(i)[1] for i in range(len(self.source.chunks))])
 
 
-def _model_spec(cfg: dict[str, Any], representation: Any, num_classes: int) -> dict[str, Any]:
-    kwargs = dict(cfg)
-    kind = kwargs.pop("kind", "cnn")
-    shape = getattr(representation, "output_shape", None)
-    if kind == "cnn" and shape is not None:
-        kwargs.setdefault("in_channels", int(shape[0]))
-        kwargs.setdefault("image_size", [int(shape[1]), int(shape[2])])
-    if kind == "particlenet" and isinstance(shape, dict):
-        kwargs.setdefault("input_dims", int(shape["features"][0]))
-    if kind == "gnn" and isinstance(shape, dict):
-        kwargs.setdefault("input_dims", int(shape["x"][-1]))
-        kwargs.setdefault("edge_dims", int(shape["edge_attr"][-1]))
-    kwargs.setdefault("num_classes", num_classes)
-    return {"kind": kind,
-            "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
-
-
 def write_predictions(out_dir: Path, source: Source, scores: np.ndarray, class_names: Sequence[str],
                       *, labels: np.ndarray | None, split: np.ndarray | None,
                       metadata: dict[str, Any]) -> list[Path]:
@@ -307,7 +291,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
     data = TaggingData(cfg.data, representation, seed=cfg.seed)
     applied_data = [_apply_data(a, cfg.data, representation) for a in cfg.apply]
     n_classes = len(cfg.data.class_names)
-    model_spec = _model_spec(cfg.model, representation, n_classes)
+    model_spec = size_model(cfg.model.get("kind", "cnn"), cfg.model, representation.output_shape,
+                            num_classes=n_classes)
     run_config = to_dict(cfg)
     run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}
     run_config["representation"] = {"kind": cfg.representation.get("kind", "jet_image"),

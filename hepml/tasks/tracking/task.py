@@ -37,6 +37,7 @@ from hepml.evaluation import tracking as trk
 from hepml.evaluation import tracking_plots
 from hepml.io import Source, write_friend_tree
 from hepml.models import build_model
+from hepml.models import model_spec as size_model
 from hepml.models.hit_gnn import edge_loss
 from hepml.models.lstm_tracker import gaussian_nll
 from hepml.representations.hit_graphs import HitGraphConfig, HitGraphs
@@ -196,21 +197,14 @@ class TrackingData:
                               shuffle=shuffle, seed=seed, cache=False)
 
 
-def _model_spec(cfg: dict[str, Any], representation: Any, kind: str) -> dict[str, Any]:
-    kwargs = dict(cfg)
-    model_kind = kwargs.pop("kind", _REPRESENTATIONS[kind][4])
+def _model_kind(cfg: dict[str, Any], kind: str) -> str:
+    """The model kind of the workflow: the one that takes representation ``kind``."""
     expected = _REPRESENTATIONS[kind][4]
+    model_kind = cfg.get("kind", expected)
     if model_kind != expected:
         raise ConfigError(f"model.kind {model_kind!r} does not take the inputs of representation "
                           f"{kind!r}; use model.kind: {expected}")
-    shape = representation.output_shape
-    if kind == "hit_graph":
-        kwargs.setdefault("input_dims", int(shape["x"][-1]))
-        kwargs.setdefault("edge_dims", int(shape["edge_attr"][-1]))
-    else:
-        kwargs.setdefault("input_dims", int(shape["x"][-1]))
-    return {"kind": model_kind,
-            "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    return model_kind
 
 
 @torch.no_grad()
@@ -297,7 +291,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
     kind = _kind(cfg)
     representation = build_representation(cfg.representation)
     data = TrackingData(cfg.data, representation, kind, seed=cfg.seed)
-    model_spec = _model_spec(cfg.model, representation, kind)
+    model_spec = size_model(_model_kind(cfg.model, kind), cfg.model, representation.output_shape)
     run_config = to_dict(cfg)
     run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}
     run_config["representation"] = {"kind": kind, **representation.to_dict()}
