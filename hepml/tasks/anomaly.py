@@ -601,9 +601,15 @@ def _normalization(data: AnomalyData, background: int | None, mode: str
     return torch.zeros(()), torch.ones(())
 
 
-def _model_kind(cfg: dict[str, Any]) -> str:
-    """The model kind of the workflow, one of the autoencoders."""
-    kind = cfg.get("kind", "autoencoder")
+def _model_kind(cfg: dict[str, Any], representation: Any = None) -> str:
+    """The model kind of the workflow, one of the autoencoders.
+
+    Without ``model.kind``: the convolutional autoencoder for images (C, H, W), the dense
+    one for feature vectors, as ``hepml validate`` assumes.
+    """
+    shape = getattr(representation, "output_shape", None)
+    default = "conv_autoencoder" if shape is not None and len(shape) == 3 else "autoencoder"
+    kind = cfg.get("kind", default)
     if kind not in ("autoencoder", "conv_autoencoder"):
         raise ConfigError(f"model.kind {kind!r}: an anomaly scan needs an autoencoder "
                           "(autoencoder or conv_autoencoder)")
@@ -626,7 +632,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
               [k for k in range(len(names)) if k != background]) if labelled else []
     normalize = a.normalize if a.normalize != "auto" else (
         "standardize" if isinstance(representation, Features) else "scale")
-    model_spec = size_model(_model_kind(cfg.model), cfg.model, representation.output_shape)
+    model_spec = size_model(_model_kind(cfg.model, representation), cfg.model,
+                            representation.output_shape)
     run_config = to_dict(cfg)
     run_config["model"] = {"kind": model_spec["kind"], **model_spec["kwargs"]}
     run_config["representation"] = {"kind": cfg.representation.get("kind", "jet_image"),
