@@ -206,6 +206,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path, jets_sample, capsys):
         code, err = _run_cli(wf, capsys)
         assert code == 2, name
         assert len(err) == 1 and expected in err[0] and str(path) in err[0], (name, err)
+        # a run that failed before training leaves no run directory behind
+        runs = tmp_path / name / "runs"
+        assert not runs.exists() or not any(runs.iterdir()), (name, list(runs.iterdir()))
     (tmp_path / "tree").mkdir()
     wf = _small_workflow(tmp_path / "tree", jets_sample)
     wf.write_text(wf.read_text().replace("tree: tree", "tree: jets"))

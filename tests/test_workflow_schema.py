@@ -198,3 +198,25 @@ def test_branch_parse_error_is_one_error_up_front(capsys, tmp_path):
                        "--out", str(tmp_path / "o"), "--branches", "{a}"], capsys)
     assert rc == 2 and "--branches: 'a' is not 'field: branch'" in _one_line_error(err)
     assert not (tmp_path / "o").exists()
+
+
+def test_run_into_a_place_that_cannot_be_written(capsys):
+    """``--runs-dir`` under /proc (refuses new files even for root): one line, exit 2."""
+    wf = str(ROOT / "workflows" / "top_tagging_cnn.yaml")
+    rc, _, err = _cli(["run", wf, "--runs-dir", "/proc/hepml-test/runs",
+                       "--set", "data.max_entries=50"], capsys)
+    line = _one_line_error(err)
+    assert rc == 2 and "cannot make the run directory /proc/hepml-test/runs/" in line
+
+
+def test_third_party_info_chatter_stays_out_of_the_log(monkeypatch):
+    """The font-fallback INFO lines of matplotlib reach the log only with -vv."""
+    import logging
+
+    monkeypatch.chdir(ROOT)
+    for argv, quiet in ((["validate", "workflows/top_tagging_cnn.yaml"], True),
+                        (["-vv", "validate", "workflows/top_tagging_cnn.yaml"], False)):
+        logging.getLogger("matplotlib").setLevel(logging.NOTSET)
+        assert main(argv) == 0
+        level = logging.getLogger("matplotlib").level  # its own level, not the root's
+        assert (level >= logging.WARNING) if quiet else level == logging.NOTSET
