@@ -7,6 +7,17 @@ improvement) from which ``resume=True`` continues exactly: data order depends on
 ``(seed, epoch)`` and the RNG state is restored, so a resumed run on the CPU ends with the
 same weights as an uninterrupted one.
 
+The run directory is optional: without one (``run_dir=None``, as in a notebook) nothing is
+written, the best epoch's weights are kept in memory for :meth:`Trainer.load_best`, and
+there is nothing to resume from. :meth:`Trainer.fit` and :meth:`Trainer.predict` take a
+:class:`~hepml.training.data.ChunkedDataset` or any re-iterable of batches, each batch a
+tuple ``(input, ..., target)`` of tensors: a list of such tuples or a
+:class:`torch.utils.data.DataLoader`. What is particular to ``ChunkedDataset`` (the
+shuffling of each epoch, pinned memory, even batches over the ranks, the number of entries
+for the progress bar) applies to it alone; an object with a ``set_epoch`` method is told
+each epoch's number, as a ``ChunkedDataset`` is. Under torchrun only ``ChunkedDataset`` is
+accepted, since it shares the data out among the ranks.
+
 Under torchrun (``torchrun --nproc-per-node N -m hepml run WORKFLOW.yaml``) each rank
 trains on its own share of the chunks with ``batch_size / N`` entries per step, gradients
 are averaged over the ranks (DistributedDataParallel; for models with their own training
@@ -37,7 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +56,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hepml.config import TrainingConfig, to_dict
-from hepml.errors import CheckpointError, ConfigError
+from hepml.config import TrainingConfig, from_mapping, to_dict
+from hepml.errors import BadValueError, CheckpointError, ConfigError, EmptyInputError
 from hepml.training import distributed
 from hepml.training.checkpoint import load_checkpoint, save_checkpoint
 from hepml.training.data import ChunkedDataset
@@ -57,6 +68,10 @@ log = logging.getLogger(__name__)
 __all__ = ["Trainer", "resolve_device"]
 
 LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
+
+#: What :meth:`Trainer.fit` and :meth:`Trainer.predict` take: a ChunkedDataset, or any
+#: re-iterable of ``(input, ..., target)`` tuples of tensors (a list, a DataLoader).
+Batches = ChunkedDataset | Iterable[Sequence[torch.Tensor]]
 
 #: Batches between updates of the progress bar's running loss (each reads it from the device).
 _POSTFIX_EVERY = 20
@@ -70,6 +85,27 @@ def _float(out: Any) -> Any:
     if isinstance(out, dict):
         return {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
     return out.float()
+
+
+def _check_batch(batch: Any) -> Sequence[torch.Tensor]:
+    """``batch`` if it is a tuple or list ``(input, ..., target)`` of tensors; else raise."""
+    if (not isinstance(batch, (tuple, list)) or len(batch) < 2
+            or not all(isinstance(t, torch.Tensor) for t in batch)):
+        what = (f"a {type(batch).__name__} of {len(batch)}: "
+                f"{', '.join(type(t).__name__ for t in batch)}"
+                if isinstance(batch, (tuple, list)) else f"a {type(batch).__name__}")
+        raise BadValueError(f"Trainer: every batch must be a tuple (input, ..., target) of "
+                            f"tensors, got {what}; convert arrays with torch.as_tensor")
+    return batch
+
+
+def _num_entries(data: Batches) -> int | None:
+    """Entries per pass over ``data`` for the progress bar, when known without reading it."""
+    if isinstance(data, ChunkedDataset):
+        return len(data)
+    if isinstance(data, Sequence) and all(isinstance(b, (tuple, list)) and b for b in data):
+        return sum(len(b[-1]) for b in data)
+    return None
 
 
 class _Stepper:
@@ -114,9 +150,12 @@ class Trainer:
 
     Args:
         model: The network; it maps the input tensor(s) of a batch to outputs.
-        config: Training options.
-        run_dir: Where checkpoints go (only rank 0 writes).
-        model_spec: ``{"kind": ..., "kwargs": {...}}`` to rebuild the model from a checkpoint.
+        config: Training options, or a plain mapping of them (``{"epochs": 5}``), checked
+            as a workflow's ``training`` section is.
+        run_dir: Where checkpoints go (only rank 0 writes). ``None``: nothing is written,
+            the best weights are kept in memory, and ``fit(..., resume=True)`` is refused.
+        model_spec: ``{"kind": ..., "kwargs": {...}}`` to rebuild the model from a checkpoint
+            (what ``hepml predict`` and ``hepml export`` need); ``None`` records none.
         run_config: The whole job configuration, stored in checkpoints.
         loss_fn: Maps (outputs, targets) to a scalar; default cross-entropy. The outputs
             are what the model returns: a tensor, or a dict of tensors.
@@ -127,15 +166,20 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        config: TrainingConfig,
+        config: TrainingConfig | Mapping[str, Any],
         *,
-        run_dir: str | Path,
-        model_spec: dict[str, Any],
+        run_dir: str | Path | None = None,
+        model_spec: dict[str, Any] | None = None,
         run_config: dict[str, Any] | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         seed: int = 0,
         unit: str = "jet",
     ) -> None:
+        if isinstance(config, Mapping):
+            config = from_mapping(TrainingConfig, config, where="training")
+        elif not isinstance(config, TrainingConfig):
+            raise ConfigError(f"Trainer: config must be a TrainingConfig or a mapping of its "
+                              f"options, got {type(config).__name__}")
         self.config = config
         self.unit = unit
         self.device = distributed.local_device(resolve_device(config.device))
@@ -153,7 +197,7 @@ class Trainer:
                 self.model = nn.parallel.DistributedDataParallel(
                     self.model,
                     device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.model_spec = model_spec
         self.run_config = run_config or {}
         self.loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -178,6 +222,8 @@ class Trainer:
         self.best_epoch = -1
         self.bad_epochs = 0
         self.history: list[dict[str, float]] = []
+        #: The best epoch's weights when there is no run directory to hold them.
+        self._best_state: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ set-up
     def _make_optimizer(self, params: list[nn.Parameter], **options: Any) -> torch.optim.Optimizer:
@@ -278,6 +324,11 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
 
     def _save(self, name: str) -> None:
+        if self.run_dir is None:
+            if name == BEST:
+                self._best_state = {k: v.detach().clone()
+                                    for k, v in self.module.state_dict().items()}
+            return
         if distributed.is_main_process():
             save_checkpoint(self.run_dir / name, self.state_dict())
 
@@ -344,18 +395,34 @@ class Trainer:
             self.global_step += 1
         return loss, out, {}
 
-    def _run_epoch(self, data: ChunkedDataset, *, train: bool, desc: str) -> dict[str, float]:
+    def _check_batches(self, data: Any, what: str) -> None:
+        """Refuse what :meth:`fit` and :meth:`predict` cannot go through once per epoch."""
+        if isinstance(data, ChunkedDataset):
+            return
+        if self.distributed:
+            raise ConfigError(f"Trainer: under torchrun, {what} must be a "
+                              "hepml.training.ChunkedDataset, which shares the data out among "
+                              f"the ranks; got a {type(data).__name__}")
+        if not isinstance(data, Iterable) or isinstance(data, Iterator):
+            raise ConfigError(f"Trainer: {what} must be re-iterable (a list of batches, a "
+                              f"DataLoader or a ChunkedDataset), got a {type(data).__name__}; "
+                              "every epoch goes through the batches again")
+
+    def _run_epoch(self, data: Batches, *, train: bool, desc: str) -> dict[str, float]:
         self.model.train(train)
         # loss*n, correct, n: summed on the device, read once at the end of the epoch
         totals = torch.zeros(3, dtype=float_dtype(self.device), device=self.device)
         extra: dict[str, torch.Tensor] = {}
-        bar = tqdm(total=len(data), desc=desc, unit=self.unit, unit_scale=True, leave=False,
-                   disable=None if distributed.is_main_process() else True)
+        chunked = isinstance(data, ChunkedDataset)
+        bar = tqdm(total=_num_entries(data), desc=desc, unit=self.unit, unit_scale=True,
+                   leave=False, disable=None if distributed.is_main_process() else True)
         start = time.perf_counter()
         classifies = False
-        data.pin_memory = self.device.type == "cuda"
+        if chunked:
+            data.pin_memory = self.device.type == "cuda"
         with torch.set_grad_enabled(train):
-            for k, (*inputs, target) in enumerate(data):
+            for k, batch in enumerate(data):
+                *inputs, target = batch if chunked else _check_batch(batch)
                 inputs = [x.to(self.device, non_blocking=True) for x in inputs]
                 target = target.to(self.device, non_blocking=True)
                 loss, out, values = self._batch(inputs, target, train)
@@ -374,6 +441,8 @@ class Trainer:
         bar.close()
         totals = distributed.all_reduce_sum(totals)
         seconds = time.perf_counter() - start
+        if not chunked and totals[2].item() == 0:
+            raise EmptyInputError(f"Trainer ({desc}): the batches hold no entries")
         n = max(totals[2].item(), 1.0)
         # accuracy only for class-index targets (not for regression or edge scores)
         return {"loss": totals[0].item() / n,
@@ -381,16 +450,32 @@ class Trainer:
                 "items_per_s": totals[2].item() / max(seconds, 1e-9),
                 **{k: float(v) / n for k, v in extra.items()}}
 
-    def fit(self, train: ChunkedDataset, val: ChunkedDataset, *,
+    def fit(self, train: Batches, val: Batches, *,
             resume: bool = False) -> list[dict[str, float]]:
         """Train until ``epochs`` or early stopping; return the per-epoch history.
 
         Args:
-            train: Training batches (shuffled each epoch).
-            val: Validation batches.
+            train: Training batches: a :class:`~hepml.training.data.ChunkedDataset`
+                (shuffled each epoch), or any re-iterable of ``(input, ..., target)``
+                tuples of tensors (a list; a DataLoader, which shuffles as it is told),
+                gone through once per epoch.
+            val: Validation batches, in the same forms.
             resume: Continue from ``run_dir/checkpoint_last.pt``.
+
+        Raises:
+            ConfigError: ``resume`` without a run directory; data that cannot be gone
+                through once per epoch (an iterator or generator), or under torchrun
+                data that are not a ``ChunkedDataset``.
+            BadValueError: A batch that is not a tuple of tensors.
         """
+        self._check_batches(train, "the training data")
+        self._check_batches(val, "the validation data")
         if resume:
+            if self.run_dir is None:
+                raise ConfigError("Trainer.fit(resume=True): this trainer has no run "
+                                  "directory to resume from; pass run_dir=<the directory "
+                                  "holding checkpoint_last.pt> to Trainer, or train without "
+                                  "resume")
             path = self.run_dir / LAST
             # read onto the CPU: load_state_dict copies weights and optimiser moments to the
             # parameters' device, and RNG states and Adam's step counts must stay on the CPU
@@ -399,12 +484,14 @@ class Trainer:
         else:
             torch.manual_seed(self.seed)
         c = self.config
-        train.even_batches = True  # the same number of steps on every rank
+        if isinstance(train, ChunkedDataset):
+            train.even_batches = True  # the same number of steps on every rank
         while self.epoch < c.epochs:
             if c.early_stopping_patience and self.bad_epochs >= c.early_stopping_patience:
                 break
             epoch = self.epoch + 1
-            train.set_epoch(epoch)
+            if hasattr(train, "set_epoch"):
+                train.set_epoch(epoch)
             with distributed.collective(f"epoch {epoch}", run_dir=self.run_dir):
                 tr = self._run_epoch(train, train=True, desc=f"epoch {epoch}/{c.epochs} train")
                 va = self._run_epoch(val, train=False, desc=f"epoch {epoch}/{c.epochs} val")
@@ -446,19 +533,42 @@ class Trainer:
         return self.history
 
     def load_best(self) -> None:
-        """Load the weights of the best validation epoch (if one was saved)."""
+        """Load the weights of the best validation epoch (if one was saved).
+
+        Without a run directory they come from memory, kept when that epoch ended.
+        """
+        if self.run_dir is None:
+            if self._best_state is not None:
+                self.module.load_state_dict(self._best_state)
+            return
         path = self.run_dir / BEST
         if path.exists():
             self.module.load_state_dict(load_checkpoint(path, map_location="cpu")["model_state"])
 
     @torch.no_grad()
-    def predict(self, data: ChunkedDataset) -> torch.Tensor:
+    def predict(self, data: Batches) -> torch.Tensor:
         """Softmax outputs of the model over ``data`` in order, on the trainer's device.
 
         Under torchrun each rank scores its share of the chunks, and every rank gets all
         outputs back in input order.
+
+        Args:
+            data: A :class:`~hepml.training.data.ChunkedDataset`, or any re-iterable of
+                ``(input, ..., target)`` tuples of tensors as :meth:`fit` takes (the
+                targets are not used).
+
+        Shapes:
+            output: ``[N, num_classes]``, ``N`` the entries of ``data``.
         """
         self.module.eval()
+        if not isinstance(data, ChunkedDataset):
+            self._check_batches(data, "the data to predict")
+            outs = []
+            for batch in data:
+                *inputs, _ = _check_batch(batch)
+                inputs = [x.to(self.device, non_blocking=True) for x in inputs]
+                outs.append(torch.softmax(self.module(*inputs).float(), dim=1))
+            return torch.cat(outs) if outs else torch.empty(0, device=self.device)
         data.pin_memory = self.device.type == "cuda"
         ws = distributed.world_size()
         parts = data.partition(ws)
