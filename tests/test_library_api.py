@@ -189,3 +189,12 @@ def test_under_torchrun_only_chunked_data(monkeypatch):
         t.fit(_batches(32, 0), _batches(32, 1))
     with pytest.raises(ConfigError, match="under torchrun.*ChunkedDataset"):
         t.predict(_batches(32, 1))
+
+
+def test_checkpoint_without_model_spec_is_a_clear_error():
+    """A checkpoint saved without ``model_spec`` cannot rebuild its model: CheckpointError."""
+    from hepml.errors import CheckpointError
+    from hepml.training.checkpoint import model_from_checkpoint
+
+    with pytest.raises(CheckpointError, match="does not describe its model"):
+        model_from_checkpoint({"model": None, "model_state": {}}, source="c.pt")

@@ -78,11 +78,16 @@ def model_from_checkpoint(state: dict[str, Any], *,
     """The model a checkpoint describes (``state["model"]``), with its weights, on the CPU.
 
     Raises:
-        CheckpointError: The weights do not fit the model the checkpoint names.
+        CheckpointError: The checkpoint names no model, or the weights do not fit it.
     """
     from hepml.models import build_model
 
-    model = build_model(state["model"]["kind"], **state["model"]["kwargs"])
+    spec = state.get("model")
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise CheckpointError(f"{source}: the checkpoint does not describe its model (it was "
+                              "saved by a Trainer built without model_spec); rebuild the "
+                              "model yourself and load state['model_state']")
+    model = build_model(spec["kind"], **spec.get("kwargs", {}))
     try:
         model.load_state_dict(state["model_state"])
     except (RuntimeError, KeyError) as exc:
