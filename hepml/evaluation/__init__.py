@@ -10,6 +10,8 @@ Layers inside this package::
               TrackML hit weights and score
     anomaly   figures of merit of anomaly scans: signal efficiency at fixed background
               efficiency, significance improvement, mass sculpting
+    dqm       lumisection monitoring: pulls, multiscale statistics, the score
+              calibration and threshold, false-alarm rate and detection per fault type
     showers   generated vs reference calorimeter showers: the CaloGAN shower-shape
               observables, separation powers, a classifier two-sample test, the energy
               response against incident energy (``shower_plots`` draws them)
