@@ -53,15 +53,15 @@ from hepml.models import build_model
 from hepml.models import model_spec as size_model
 from hepml.representations import Features
 from hepml.tasks import scoring
-from hepml.tasks._job import JobResult, Summary, number, with_error
-from hepml.tasks._job import rows as _job_rows
-from hepml.tasks.rundir import open_run_dir, write_json
-from hepml.tasks.tagging import (
+from hepml.tasks._entries import (
     TaggingData,
     build_representation,
     cached_representation,
     model_inputs,
 )
+from hepml.tasks._job import JobResult, Summary, number, with_error
+from hepml.tasks._job import rows as _job_rows
+from hepml.tasks.rundir import open_run_dir, write_json
 from hepml.training import (
     ChunkedDataset,
     Trainer,
