@@ -33,6 +33,8 @@ from hepml.io import Source  # noqa: E402
 from hepml.io.calo import CALOGAN  # noqa: E402
 from hepml.models import build_model, model_contract, model_spec  # noqa: E402
 from hepml.tasks import export as export_task  # noqa: E402
+from hepml.tasks.export import check as export_check  # noqa: E402
+from hepml.tasks.export import onnx_graph as export_graph  # noqa: E402
 from hepml.training.checkpoint import save_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,14 +271,14 @@ def test_failed_check_raises_and_leaves_no_file(tmp_path: Path, monkeypatch: pyt
     """A check beyond the tolerance raises ExportError and writes nothing."""
     ckpt = tmp_path / "checkpoint_best.pt"
     _make_checkpoint("autoencoder", ckpt)
-    real = export_task._onnx_outputs
+    real = export_check._onnx_outputs
 
     def off_by_a_little(session: Any, feed: dict, names: Any) -> list[np.ndarray]:
         outs = real(session, feed, names)
         outs[0] = outs[0] + 1e-3 * np.abs(outs[0]).max()  # 1e-3 relative: over 1e-5
         return outs
 
-    monkeypatch.setattr(export_task, "_onnx_outputs", off_by_a_little)
+    monkeypatch.setattr(export_check, "_onnx_outputs", off_by_a_little)
     out = tmp_path / "model.onnx"
     with pytest.raises(ExportError, match="differs from the torch model") as err:
         export_task.export(ckpt, out, n_check=16)
@@ -303,7 +305,7 @@ def test_message_passing_sums_are_exact_on_every_run(tmp_path: Path) -> None:
     index = torch.randint(0, 500, (20_000,), generator=gen)
     want = torch.zeros(500, 8, dtype=torch.float64).index_add_(0, index, e.double()).numpy()
     path = tmp_path / "sums.onnx"
-    with export_task._quiet_exporter():
+    with export_graph._quiet_exporter():
         program = torch.onnx.export(Sums().eval(), (h, index, e), dynamo=True, verbose=False)
     program.save(str(path))
     assert "ScatterND" not in {n.op_type for n in onnx.load(str(path)).graph.node}

@@ -9,7 +9,10 @@ Layers inside this package::
               and duplicate rates, binned efficiencies, edge-classifier metrics, the
               TrackML hit weights and score
     anomaly   figures of merit of anomaly scans: signal efficiency at fixed background
-              efficiency, significance improvement, mass sculpting
+              efficiency, significance improvement, mass sculpting, the scanned sample
+              with injected signal and the cuts on it
+    dqm       lumisection monitoring: pulls, multiscale statistics, the score
+              calibration and threshold, false-alarm rate and detection per fault type
     showers   generated vs reference calorimeter showers: the CaloGAN shower-shape
               observables, separation powers, a classifier two-sample test, the energy
               response against incident energy (``shower_plots`` draws them)

@@ -5,10 +5,16 @@ signal efficiency ε_S kept at a fixed, small background efficiency ε_B (the ra
 false alarms a search can afford), the significance improvement ε_S/√ε_B (the factor by
 which a cut on the score raises S/√B), and whether the cut *sculpts* the background,
 i.e. changes the shape of the mass distribution in which a bump hunt would look.
+
+A scan with labels also builds its *scanned sample* here (:func:`injection_mask`: test
+background plus signal injected at a chosen fraction) and reports what cuts on the score
+keep of it (:func:`injection_table`); :func:`signal_metrics` gathers the ROC figures of
+merit of a labelled test sample.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -17,11 +23,14 @@ import numpy as np
 import torch
 
 from hepml.errors import BadValueError, EmptyInputError
-from hepml.evaluation.metrics import RocCurve
+from hepml.evaluation.metrics import RocCurve, auc, bootstrap_auc, rejection_at, roc_curve
 from hepml.training.device import float_dtype
 
+log = logging.getLogger(__name__)
+
 __all__ = ["efficiency_at_background", "significance_improvement", "cut_at_background",
-           "mass_sculpting", "js_divergence"]
+           "mass_sculpting", "js_divergence", "injection_mask", "signal_metrics",
+           "injection_table"]
 
 
 def _background_efficiencies(values: Any, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -181,3 +190,114 @@ def mass_sculpting(mass: torch.Tensor, scores: torch.Tensor,
                                  "js_random_subset_std": (float(np.std(random_js)) if random_js
                                                           else math.nan)}
     return out
+
+
+def injection_mask(labels: np.ndarray, split: np.ndarray, *, background: int,
+                   signal: Sequence[int], fraction: float, seed: int) -> tuple[np.ndarray, int]:
+    """The scanned sample: test-split background plus injected test-split signal.
+
+    ``n_s = round(f / (1 − f) · n_b)`` signal entries are drawn without replacement with
+    ``seed``, so that they make the fraction ``f`` of the sample; if the test split has
+    fewer, all are used and the achieved fraction is lower (logged).
+
+    Returns:
+        ``(mask over all entries, number of signal entries injected)``.
+    """
+    test = split == 2
+    bkg = test & (labels == background)
+    sig_idx = np.flatnonzero(test & np.isin(labels, list(signal)))
+    n_b = int(bkg.sum())
+    want = int(round(fraction / (1 - fraction) * n_b)) if fraction > 0 else 0
+    if want > len(sig_idx):
+        log.warning("signal_fraction %.4g needs %d signal entries but the test split has %d; "
+                    "injecting all of them (fraction %.4g)", fraction, want, len(sig_idx),
+                    len(sig_idx) / max(n_b + len(sig_idx), 1))
+        want = len(sig_idx)
+    chosen = np.random.default_rng(seed).choice(sig_idx, size=want, replace=False) if want else []
+    mask = bkg.copy()
+    mask[np.asarray(chosen, dtype=np.int64)] = True
+    return mask, want
+
+
+def signal_metrics(score: torch.Tensor, is_signal: torch.Tensor,
+                   background_efficiencies: Sequence[float], working_points: Sequence[float],
+                   seed: int) -> tuple[dict[str, Any], Any]:
+    """How well an anomaly score separates signal from background (labelled entries).
+
+    Args:
+        score: Anomaly scores ``[N]``.
+        is_signal: Which entries are signal ``[N]``.
+        background_efficiencies: ε_B at which ε_S is quoted (``anomaly.background_efficiencies``).
+        working_points: ε_S at which the rejection 1/ε_B is quoted.
+        seed: Seed of the bootstrap interval of the AUC.
+
+    Returns:
+        ``(metrics, (roc, signal_efficiency, sic))``: AUC with its 68 % bootstrap
+        interval, the counts, ε_S at each ε_B (NaN and not ``reachable`` below 1/N_B),
+        the rejection at each working point and the largest significance improvement;
+        then the ROC curve and the significance-improvement curve for the plots.
+    """
+    roc = roc_curve(score, is_signal)
+    effs = efficiency_at_background(roc, list(background_efficiencies))
+    rej, rej_err = rejection_at(roc, list(working_points))
+    low, high = bootstrap_auc(score, is_signal, n_bootstrap=100, seed=seed)
+    sig_eff, sic = significance_improvement(roc)
+    best = int(torch.argmax(sic)) if sic.numel() else None
+    out = {
+        "auc": auc(roc.fpr, roc.tpr), "auc_ci": [low, high],
+        "n_signal": int(roc.n_signal), "n_background": int(roc.n_background),
+        "signal_efficiency": {
+            f"{eb:g}": {"value": float(v), "uncertainty": float(e), "reachable": bool(r)}
+            for eb, v, e, r in zip(background_efficiencies, effs["efficiency"].tolist(),
+                                   effs["uncertainty"].tolist(), effs["reachable"].tolist(),
+                                   strict=True)},
+        "rejection": {f"{wp:g}": {"value": float(v), "uncertainty": float(e)}
+                      for wp, v, e in zip(working_points, rej.tolist(), rej_err.tolist(),
+                                          strict=True)},
+        "max_significance_improvement": float(sic[best]) if best is not None else math.nan,
+        "max_significance_improvement_at": float(sig_eff[best]) if best is not None else math.nan,
+    }
+    return out, (roc, sig_eff, sic)
+
+
+def injection_table(score: np.ndarray, labels: np.ndarray, scanned: np.ndarray,
+                    background: int, n_injected: int, background_efficiencies: Sequence[float],
+                    top: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the scan of the scanned sample (background plus injected signal) finds.
+
+    Args:
+        score: Anomaly score of every entry ``[N]``.
+        labels: Class of every entry ``[N]``.
+        scanned: Which entries make the scanned sample ``[N]`` (:func:`injection_mask`).
+        background: The background class.
+        n_injected: Signal entries injected.
+        background_efficiencies: ε_B of the cuts (``anomaly.background_efficiencies``).
+        top: The ranked records (their ``index``).
+
+    Returns:
+        Background and signal counts, the signal fraction achieved, the signal entries
+        in the ranked list, S/√B before any cut, and per ε_B (when at least one
+        background entry is kept) the cut on the score, the background and signal kept
+        and S/√B after it.
+    """
+    s = score[scanned]
+    is_sig = labels[scanned] != background
+    n_b, n_s = int((~is_sig).sum()), int(is_sig.sum())
+    table: dict[str, Any] = {"n_background": n_b, "n_signal_injected": n_injected,
+                             "signal_fraction": n_s / max(n_b + n_s, 1),
+                             "signal_in_ranked_list": int(sum(labels[r["index"]] != background
+                                                              for r in top)),
+                             "ranked_list_size": len(top), "cuts": {}}
+    if n_s == 0:
+        table["note"] = "no signal injected: the scan ran on background alone"
+    table["significance_before"] = n_s / math.sqrt(n_b) if n_b else math.nan
+    for eff in background_efficiencies:
+        if eff * n_b < 1:
+            table["cuts"][f"{eff:g}"] = {"reachable": False}
+            continue
+        threshold = cut_at_background(torch.from_numpy(s[~is_sig]), eff)
+        n_bp, n_sp = int((s[~is_sig] > threshold).sum()), int((s[is_sig] > threshold).sum())
+        table["cuts"][f"{eff:g}"] = {"threshold": threshold, "background_kept": n_bp,
+                                     "signal_kept": n_sp,
+                                     "significance": n_sp / math.sqrt(n_bp) if n_bp else math.nan}
+    return table
