@@ -207,3 +207,14 @@ def test_history_without_accuracy_has_one_panel(tmp_path):
     finally:
         monkey.undo()
     assert created == [1, 2]
+
+
+def test_summary_rows_leave_out_values_that_are_not_there():
+    """Key-metric rows: a missing or NaN value is left out, inf is shown; ``± error`` kept."""
+    from hepml.tasks._job import number, rows, with_error
+
+    assert number(None) == number(float("nan")) == number("x") == number(True) == "n/a"
+    assert number(float("inf"), ".1f") == "inf" and number(3, "d") == "3"
+    assert with_error(0.5, 0.125, ".3f") == "0.500 ± 0.125" and with_error(0.5, None) == "0.5000"
+    assert rows([("a", with_error(float("nan"), float("nan"))), ("b", number(1.0))]) == (
+        ("b", "1.0000"),)

@@ -50,13 +50,13 @@ class JobResult:
 
 
 def number(value: Any, spec: str = ".4f") -> str:
-    """``value`` formatted with ``spec``; ``n/a`` for a missing or non-numeric value.
+    """``value`` formatted with ``spec``; ``n/a`` for a missing, non-numeric or NaN value.
 
     Example:
-        >>> number(0.98765), number(None), number(float("inf"), ".1f")
-        ('0.9877', 'n/a', 'inf')
+        >>> number(0.98765), number(None), number(float("nan")), number(float("inf"), ".1f")
+        ('0.9877', 'n/a', 'n/a', 'inf')
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         return "n/a"
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
