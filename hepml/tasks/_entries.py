@@ -24,6 +24,7 @@ from hepml.config import DataConfig
 from hepml.errors import BadValueError, HepmlError
 from hepml.io import Source
 from hepml.tasks import scoring
+from hepml.tasks.workflow import TASKS
 from hepml.training import ChunkedDataset, distributed
 from hepml.training.splits import assign_split, split_seed
 
@@ -33,8 +34,9 @@ __all__ = ["KINDS", "TaggingData", "build_representation", "cached_representatio
            "flag_labels", "model_inputs"]
 
 
-#: Representations a tagger or event classifier trains on (jet_image when none is named).
-KINDS = ("jet_image", "particle_cloud", "event_graph", "features")
+#: Representations a tagger or event classifier trains on (jet_image when none is named):
+#: the ones the workflow schema accepts for task tagging.
+KINDS = TASKS["tagging"].representations
 
 
 def build_representation(spec: dict[str, Any]) -> Any:

@@ -24,6 +24,7 @@ import pydantic
 
 from hepml.config import (
     WorkflowConfig,
+    from_mapping,
     json_schema,
     load_workflow,
     schema_model,
@@ -147,8 +148,6 @@ def check(cfg: WorkflowConfig) -> WorkflowConfig:
     validate(model_schema(model_kind), {**cfg.model, "kind": model_kind}, where="model")
     section_cls = _section_class(spec)
     if section_cls is not None:
-        from hepml.config import from_mapping
-
         from_mapping(section_cls, getattr(cfg, cfg.task), where=cfg.task)
     return cfg
 

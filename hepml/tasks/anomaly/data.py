@@ -14,6 +14,7 @@ import torch
 from hepml.config import DataConfig, WorkflowConfig, from_mapping
 from hepml.errors import BadValueError, ConfigError
 from hepml.tasks._entries import TaggingData
+from hepml.tasks.workflow import TASKS
 from hepml.training import ChunkedDataset
 
 SCORES = ("reconstruction_error", "kl", "elbo")
@@ -165,7 +166,7 @@ def _model_kind(cfg: dict[str, Any], representation: Any = None) -> str:
     shape = getattr(representation, "output_shape", None)
     default = "conv_autoencoder" if shape is not None and len(shape) == 3 else "autoencoder"
     kind = cfg.get("kind", default)
-    if kind not in ("autoencoder", "conv_autoencoder"):
+    if kind not in TASKS["anomaly"].models:
         raise ConfigError(f"model.kind {kind!r}: an anomaly scan needs an autoencoder "
                           "(autoencoder or conv_autoencoder)")
     return kind

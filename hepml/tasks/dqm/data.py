@@ -16,14 +16,15 @@ from hepml.config import DataConfig
 from hepml.errors import BadValueError, ConfigError, EmptyInputError, HepmlError
 from hepml.io import ChunkSpec, Source, read_metadata
 from hepml.representations.lumisections import LumisectionMaps
+from hepml.tasks.workflow import TASKS
 from hepml.training import ChunkedDataset, chunk_moments
 from hepml.training.splits import assign_split, split_seed
 
 log = logging.getLogger(__package__)
 
 
-#: Models that can monitor lumisection maps, and the default.
-MODEL_KINDS = ("conv_autoencoder", "autoencoder")
+#: Models that can monitor lumisection maps, the default first (as the schema has them).
+MODEL_KINDS = TASKS["dqm"].models
 
 
 #: What each ``dqm.score`` is, for metrics and reports.
