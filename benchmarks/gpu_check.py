@@ -17,7 +17,7 @@ Steps (``gpu_check.sh`` runs them in this order, each in its own process):
                  (mixed precision) against CPU (float32), random inputs.
 ``consistency``  ``hepml.representations.knn_indices`` and every model family's outputs on
                  the GPU against the CPU, same weights and inputs, float32, eval mode.
-``calogan``      CaloGAN showers/s on the GPU (batches 1000, 10000) against the CPU (1000).
+``calogan``      CaloGAN and CaloFlow showers/s on the GPU (batches 1-10000) against the CPU (1000).
 ``torchrun``     ``torchrun --standalone --nproc-per-node 1 -m hepml -v run`` of the CNN
                  workflow: exit code, time, and which process-group backend was started.
 ``syncs``        host synchronisations per training batch of the CNN through
@@ -86,6 +86,7 @@ WORKFLOWS: dict[str, list[str]] = {
     "anomaly_zmumu": [],
     "dqm_monitor": [],
     "calogan": ["data.max_entries=2000"],
+    "caloflow": ["data.max_entries=2000"],
 }
 #: The stacked calorimeter (30 x 36) + tracker (10 x 36) map of ``workflows/dqm_monitor.yaml``;
 #: its representation knows its shape only after reading data.
@@ -96,7 +97,7 @@ TITLES = {
     "roc": "ROC + AUC: hepml on the GPU against scikit-learn on the CPU",
     "throughput": "training throughput: GPU (mixed precision) against CPU",
     "consistency": "kNN and model outputs: GPU against CPU (float32, eval mode)",
-    "calogan": "CaloGAN generation speed",
+    "calogan": "CaloGAN and CaloFlow generation speed",
     "torchrun": "torchrun with one GPU (nccl)",
     "syncs": "host synchronisations per training batch",
 }
@@ -241,7 +242,7 @@ def model_spec(name: str) -> tuple[str, dict[str, Any]]:
     """
     wf = workflow(name)
     kind = wf["model"]["kind"]
-    if kind == "calogan":
+    if kind in ("calogan", "caloflow"):
         shape, context = CALOGAN.shapes, {"particles": [-11], "energy_range": (1.0, 100.0)}
     else:
         rep = wf.get("representation")
@@ -304,10 +305,11 @@ def make_inputs(name: str, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...
         lengths = torch.randint(1, t + 1, (batch,), generator=g)
         x = torch.randn(batch, t, kw["input_dims"], generator=g)
         return x * (torch.arange(t)[None, :, None] < lengths[:, None, None]), lengths
-    if kind == "calogan":
+    if kind in ("calogan", "caloflow"):
         energy = 1.0 + 99.0 * torch.rand(batch, generator=g)
-        z = torch.randn(batch, kw.get("latent_dim", 64), generator=g)
-        return energy, torch.zeros(batch, dtype=torch.long), z
+        noise = make_model(name).noise_sizes()
+        return (energy, torch.zeros(batch, dtype=torch.long),
+                *(torch.randn(batch, size, generator=g) for size in noise.values()))
     raise ValueError(f"no inputs for model kind {kind}")
 
 
@@ -532,7 +534,8 @@ def step_consistency(step: Step, args: argparse.Namespace) -> None:
                ["points", "k", "periodic dims", "fraction of neighbours identical",
                 "fraction of rows identical", "valid masks equal"], rows)
     models = ["top_tagging_cnn", "top_tagging_gnn", "event_classification", "tracking_gnn",
-              "tracking_lstm", "anomaly_zmumu", "anomaly_scan", "dqm_monitor", "calogan"]
+              "tracking_lstm", "anomaly_zmumu", "anomaly_scan", "dqm_monitor", "calogan",
+              "caloflow"]
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     rows = []
     for name in models:
@@ -581,26 +584,28 @@ def _tf32(matmul: bool, cudnn: bool) -> Iterator[None]:
 
 
 def step_calogan(step: Step, args: argparse.Namespace) -> None:
-    """Step 6: CaloGAN showers/s on the GPU against the CPU."""
+    """Step 6: CaloGAN and CaloFlow showers/s on the GPU against the CPU."""
     from hepml.tasks.calosim import generation_speed
 
-    gpu_batches = args.batch_sizes or ([100, 1000] if step.tiny else [1000, 10000])
+    gpu_batches = args.batch_sizes or ([100, 1000] if step.tiny else [1, 100, 1000, 10000])
     cpu_batch = 100 if step.tiny else 1000
     min_s = 0.1 if step.tiny else 0.3
-    model = make_model("calogan").eval()
-    cpu = generation_speed(model, device=torch.device("cpu"), batch_sizes=[cpu_batch],
-                           min_seconds=min_s)[cpu_batch]
-    gpu = generation_speed(model.to(step.device), device=step.device, batch_sizes=gpu_batches,
-                           min_seconds=min_s)
-    rows = [[str(step.device), bs, rate, rate / cpu] for bs, rate in gpu.items()]
-    rows.append(["cpu", cpu_batch, cpu, 1.0])
-    step.data["result"] = {"gpu": gpu, "cpu": {cpu_batch: cpu}}
-    step.table("showers/s of CaloGAN.sample (e+ at 50 GeV) by hepml.tasks.calosim."
-               "generation_speed", ["device", "batch", "showers/s", f"/ cpu at {cpu_batch}"],
-               rows)
-    step.note(f"the generator of workflows/calogan.yaml with untrained weights (same cost); "
-              f"best of 3 timings of at least {min_s} s after a warm-up; float32; CPU: "
-              f"{torch.get_num_threads()} torch threads")
+    rows, step.data["result"] = [], {}
+    for name in ("calogan", "caloflow"):
+        model = make_model(name).eval()
+        cpu = generation_speed(model, device=torch.device("cpu"), batch_sizes=[cpu_batch],
+                               min_seconds=min_s)[cpu_batch]
+        gpu = generation_speed(model.to(step.device), device=step.device,
+                               batch_sizes=gpu_batches, min_seconds=min_s)
+        rows += [[name, str(step.device), bs, rate, rate / cpu] for bs, rate in gpu.items()]
+        rows.append([name, "cpu", cpu_batch, cpu, 1.0])
+        step.data["result"][name] = {"gpu": gpu, "cpu": {cpu_batch: cpu}}
+    step.table("showers/s of model.sample (e+ at 50 GeV) by hepml.tasks.calosim."
+               "generation_speed", ["generator", "device", "batch", "showers/s",
+                                    f"/ cpu at {cpu_batch}"], rows)
+    step.note(f"the generators of workflows/calogan.yaml and workflows/caloflow.yaml with "
+              f"untrained weights (same cost); best of 3 timings of at least {min_s} s after "
+              f"a warm-up; float32; CPU: {torch.get_num_threads()} torch threads")
 
 
 def step_torchrun(step: Step, args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""``hepml simulate``: generate calorimeter showers on demand with a trained CaloGAN."""
+"""``hepml simulate``: generate calorimeter showers on demand with a trained generator."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``simulate``."""
     p = sub.add_parser(
         "simulate",
-        help="generate calorimeter showers with a trained CaloGAN (fast simulation)",
+        help="generate calorimeter showers with a trained CaloGAN or CaloFlow (fast "
+        "simulation)",
         description="Generate N showers with the generator of a calosim run (hepml run "
-        "workflows/calogan.yaml), in batches, on the best device (cuda, then mps, then cpu). "
+        "workflows/calogan.yaml or workflows/caloflow.yaml), in batches, on the best device (cuda, then mps, then cpu). "
         "The incident energy is fixed (--energy) or drawn uniformly from a range (default: "
         "the range the generator was trained on). An energy outside the trained range gives "
         "a warning, then the showers are generated. Output by extension: .root (hepml's "
@@ -23,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "generator makes no overflow; it is written as zeros.",
     )
     p.add_argument("--checkpoint", required=True,
-                   help="checkpoint of a calosim run, e.g. runs/calogan-.../checkpoint_best.pt")
+                   help="checkpoint of a calosim run, e.g. runs/caloflow-.../checkpoint_best.pt")
     p.add_argument("--n", type=int, required=True, help="number of showers")
     p.add_argument("--out", required=True, help="output file (.root, .h5, .challenge.h5)")
     energy = p.add_mutually_exclusive_group()

@@ -28,6 +28,7 @@ from hepml.models._registry import (
     register_model,
 )
 from hepml.models.autoencoder import AutoencoderBase, ConvAutoencoder, DenseAutoencoder
+from hepml.models.caloflow import CaloFlow
 from hepml.models.calogan import CaloGAN
 from hepml.models.cnn import JetImageCNN
 from hepml.models.gnn import EventGNN
@@ -35,7 +36,7 @@ from hepml.models.hit_gnn import EdgeClassifierIN
 from hepml.models.lstm_tracker import LSTMTracker
 from hepml.models.particlenet import ParticleNet
 
-__all__ = ["ACTIVATIONS", "MODELS", "AutoencoderBase", "CaloGAN", "ConvAutoencoder",
+__all__ = ["ACTIVATIONS", "MODELS", "AutoencoderBase", "CaloFlow", "CaloGAN", "ConvAutoencoder",
            "DenseAutoencoder", "EdgeClassifierIN", "EventGNN", "LSTMTracker", "JetImageCNN",
            "ModelContract", "activation", "build_model", "model_contract", "model_spec",
            "output_names", "register_model", "ParticleNet"]

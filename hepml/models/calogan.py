@@ -66,7 +66,7 @@ from torch.nn import functional as F
 from hepml.errors import ConfigError
 from hepml.models._registry import ModelContract, register_model, shape_text
 
-__all__ = ["CaloGAN", "EnergyRangeWarning", "MinibatchDiscrimination"]
+__all__ = ["CaloGAN", "EnergyRangeWarning", "MinibatchDiscrimination", "shower_data_kwargs"]
 
 #: Reference energy (GeV) of the log-energy condition.
 E_REF = 10.0
@@ -305,6 +305,19 @@ class _Discriminator(nn.Module):
         return self.head(torch.cat([shower, energy, mbd, cond], dim=1)).squeeze(1)
 
 
+def shower_data_kwargs(kind: str, shape: Any, *, particles: Sequence[int],
+                       energy_range: Sequence[float]) -> dict[str, Any]:
+    """The data arguments of a shower generator: layer shapes, particles, energy range."""
+    if (isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape
+            or any(isinstance(s, (str, bytes)) or not isinstance(s, Sequence) or len(s) != 2
+                   for s in shape)):
+        raise ConfigError(f"model.kind {kind} takes calorimeter layers of (rows, columns); "
+                          f"the showers give {shape_text(shape)}")
+    lo, hi = energy_range
+    return {"layer_shapes": [list(s) for s in shape], "particles": list(particles),
+            "energy_min": float(lo), "energy_max": float(hi)}
+
+
 @register_model("calogan",
                 data_args=("layer_shapes", "particles", "energy_min", "energy_max"))
 class CaloGAN(nn.Module):
@@ -372,18 +385,16 @@ class CaloGAN(nn.Module):
             particles: The PDG ids of the training showers, sorted.
             energy_range: Lowest and highest incident energy (GeV) of the training showers.
         """
-        if (isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape
-                or any(isinstance(s, (str, bytes)) or not isinstance(s, Sequence) or len(s) != 2
-                       for s in shape)):
-            raise ConfigError(f"model.kind calogan takes calorimeter layers of (rows, columns); "
-                              f"the showers give {shape_text(shape)}")
-        lo, hi = energy_range
-        return {"layer_shapes": [list(s) for s in shape], "particles": list(particles),
-                "energy_min": float(lo), "energy_max": float(hi)}
+        return shower_data_kwargs("calogan", shape, particles=particles,
+                                  energy_range=energy_range)
 
     def output_names(self) -> tuple[str, ...]:
         """Names of the forward's outputs: one ``layer_<i>`` per calorimeter layer."""
         return tuple(f"layer_{i}" for i in range(len(self.layer_shapes)))
+
+    def noise_sizes(self) -> dict[str, int]:
+        """The forward's noise inputs and their sizes per shower."""
+        return {"z": self.latent_dim}
 
     def __init__(self, layer_shapes: Sequence[Sequence[int]] = ((3, 96), (12, 12), (12, 6)),
                  particles: Sequence[int] = (-11,), latent_dim: int = 64, channels: int = 32,

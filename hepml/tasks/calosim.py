@@ -1,15 +1,20 @@
-"""Task ``calosim``: learn calorimeter showers with a CaloGAN and check it against them.
+"""Task ``calosim``: learn calorimeter showers with a generator and check it against them.
 
-``hepml run workflows/calogan.yaml``:
+``hepml run workflows/calogan.yaml`` (a CaloGAN) or ``hepml run workflows/caloflow.yaml``
+(CaloFlow, two normalizing flows):
 
 1. reads the showers (hepml ROOT files, CaloGAN HDF5 or calorimeter-challenge HDF5) and
    splits them into training, validation and test showers with the workflow seed;
-2. trains the generator and its discriminator with the shared trainer (checkpoints every
-   epoch, ``--resume``), the best epoch chosen by the validation moment distance;
+2. trains the generator with the shared trainer (checkpoints every epoch, ``--resume``),
+   the best epoch chosen by the validation loss (the CaloGAN's moment distance, the
+   flows' negative log-likelihood);
 3. generates one shower for every test shower, at the same incident energy and particle,
-   and compares the two samples: the CaloGAN shower-shape observables, their separation
-   powers, a classifier two-sample test on the high-level observables (AUC 0.5 means
-   indistinguishable), and the energy response and resolution against incident energy;
+   and compares the two samples as the calorimeter challenge does: the CaloGAN
+   shower-shape observables and their separation powers, a classifier two-sample test on
+   the high-level observables and one on the cells divided by the incident energy (low
+   level; AUC 0.5 means indistinguishable), each beside its floor (the same test between
+   two halves of the test showers), and the energy response and resolution against
+   incident energy;
 4. times the generator, writes the generated showers, plots, ``metrics.json`` and the report.
 
 ``hepml simulate --checkpoint C --energy 50 --n 100000 --out showers.root`` then generates
@@ -33,6 +38,7 @@ import torch
 from hepml import evaluation
 from hepml.config import WorkflowConfig, from_mapping, to_dict
 from hepml.errors import CheckpointError, ConfigError, EmptyInputError
+from hepml.evaluation.showers import MIN_SHOWERS, high_level_names
 from hepml.io import expand_files
 from hepml.io.calo import CALOGAN, PARTICLES, CaloLayout, Showers
 from hepml.models import build_model
@@ -52,6 +58,10 @@ __all__ = ["CaloSimConfig", "load_showers", "run", "simulate", "load_generator",
 
 #: The classifier AUC on high-level observables that a good generator stays under.
 GOAL_AUC = 0.75
+#: The low-level classifier's options unless ``calosim.classifier_low_level`` says otherwise.
+LOW_LEVEL_CLASSIFIER = {"hidden": (256, 256), "epochs": 30}
+#: Model kinds this task trains.
+GENERATORS = ("calogan", "caloflow")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +78,11 @@ class CaloSimConfig:
         bins: Histogram bins of the separation powers.
         energy_bins: Incident-energy bins of the response plot.
         sparsity_threshold: A cell counts as hit above this energy (GeV).
-        classifier: Options of the classifier two-sample test (``hidden``, ``epochs``,
-            ``batch_size``, ``learning_rate``, ``test_fraction``).
+        classifier: Options of the classifier two-sample test on the high-level observables
+            (``hidden``, ``epochs``, ``batch_size``, ``learning_rate``, ``test_fraction``).
+        classifier_low_level: Options of the low-level test, on every cell divided by the
+            incident energy and log10 of the incident energy (the calorimeter challenge's
+            low-level classifier); default hidden [256, 256], 30 epochs.
         generate_batch_size: Showers per generator call when generating.
         timing_batches: Batch sizes at which the generator's speed is measured.
     """
@@ -81,8 +94,9 @@ class CaloSimConfig:
     energy_bins: int = 10
     sparsity_threshold: float = 0.0
     classifier: dict = dataclasses.field(default_factory=dict)
+    classifier_low_level: dict = dataclasses.field(default_factory=dict)
     generate_batch_size: int = 1024
-    timing_batches: tuple[int, ...] = (1, 128, 1024)
+    timing_batches: tuple[int, ...] = (1, 100, 10000)
 
     def __post_init__(self) -> None:
         if self.bins < 2 or self.energy_bins < 1:
@@ -94,11 +108,13 @@ class CaloSimConfig:
                               f"{self.layer_shapes}")
         allowed = {"hidden", "epochs", "batch_size", "learning_rate", "test_fraction",
                    "n_bootstrap"}
-        for key in self.classifier:
-            if key not in allowed:
-                from hepml.errors import UnknownKeyError
+        for where, options in (("classifier", self.classifier),
+                               ("classifier_low_level", self.classifier_low_level)):
+            for key in options:
+                if key not in allowed:
+                    from hepml.errors import UnknownKeyError
 
-                raise UnknownKeyError(key, allowed, where="calosim.classifier")
+                    raise UnknownKeyError(key, allowed, where=f"calosim.{where}")
 
 
 def cell_layout(name: str, shapes: Sequence[tuple[int, int]]) -> CaloLayout:
@@ -144,11 +160,85 @@ def _dataset(showers: Showers, particles: Sequence[int], *, batch_size: int, shu
 
 
 def _model_kind(model_cfg: dict[str, Any]) -> str:
-    """The model kind of the workflow: ``calogan``, the one this task trains."""
+    """The model kind of the workflow: one of :data:`GENERATORS` (default ``calogan``)."""
     kind = model_cfg.get("kind", "calogan")
-    if kind != "calogan":
-        raise ConfigError(f"model.kind: task calosim trains 'calogan', got {kind!r}")
+    if kind not in GENERATORS:
+        raise ConfigError(f"model.kind: task calosim trains {' or '.join(map(repr, GENERATORS))},"
+                          f" got {kind!r}")
     return kind
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Trained parameters of each part of a generator.
+
+    Generator and discriminator, or the two flows; the CaloGAN's averaged copy of its
+    generator is not counted.
+    """
+    return {name: sum(p.numel() for p in part.parameters())
+            for name, part in model.named_children() if name != "generator_ema"}
+
+
+def low_level_features(showers: Showers) -> torch.Tensor:
+    """The calorimeter challenge's low-level classifier inputs: ``log10 E`` and every cell / E."""
+    cells = np.concatenate([x.reshape(len(x), -1) for x in showers.layers], axis=1)
+    energy = showers.energy.astype(np.float64).reshape(-1, 1)
+    return torch.from_numpy(np.concatenate([np.log10(energy), cells / energy], axis=1)
+                            .astype(np.float32))
+
+
+def classifier_tests(reference: Showers, generated: Showers, comparison: Mapping[str, Any], *,
+                     calo: CaloSimConfig, device: torch.device, seed: int) -> dict[str, Any]:
+    """The high- and low-level classifier tests beside their floors.
+
+    A floor is the same test between two random halves of the reference (test) showers:
+    what the classifier reaches when the two samples do come from one simulation, at half
+    the statistics.
+    """
+    names = list(high_level_names(len(reference.layers)))
+    obs = comparison["observables"]
+    high = {k: evaluation.high_level_features(obs[k], names)[0]
+            for k in ("reference", "generated")}
+    low = {"reference": low_level_features(reference), "generated": low_level_features(generated)}
+    half = np.random.default_rng(seed + 2).permutation(len(reference))
+    a, b = (torch.from_numpy(np.sort(h)) for h in (half[: len(half) // 2],
+                                                     half[len(half) // 2:]))
+    low_opts = {**LOW_LEVEL_CLASSIFIER, **calo.classifier_low_level}
+    high_opts = {k: v for k, v in calo.classifier.items() if k != "log_features"}
+    out: dict[str, Any] = {}
+    for key, x, opts in (("classifier_floor", high, high_opts),
+                         ("classifier_low_level", low, low_opts),
+                         ("classifier_low_level_floor", low, low_opts)):
+        ref, gen = ((x["reference"][a], x["reference"][b]) if key.endswith("floor")
+                    else (x["reference"], x["generated"]))
+        if min(len(ref), len(gen)) < MIN_SHOWERS:
+            out[key] = {"skipped": f"{len(ref)} and {len(gen)} showers; the test needs "
+                                   f"{MIN_SHOWERS} per sample"}
+            continue
+        res = evaluation.classifier_two_sample_test(ref.to(device), gen.to(device),
+                                                    device=device, **opts)
+        out[key] = {"auc": res["auc"], "auc_interval": [float(v) for v in res["auc_interval"]],
+                    "n_test": res["n_test"], "n_features": res["n_features"],
+                    "epochs_run": res["epochs_run"]}
+    out["classifier_low_level"]["definition"] = (
+        "MLP two-sample test on log10(E) and every cell divided by E (the calorimeter "
+        "challenge's low-level classifier)")
+    for key in ("classifier_floor", "classifier_low_level_floor"):
+        out[key]["definition"] = ("the same test between two random halves of the test "
+                                  "showers: the floor a perfect generator reaches")
+    return out
+
+
+def resolution_agreement(response: Mapping[str, Any]) -> dict[str, Any]:
+    """Generated σ/E over the reference's σ/E in each incident-energy bin."""
+    ref, gen = response["reference"], response["generated"]
+    ratios = []
+    for r, g, n in zip(ref["resolution"], gen["resolution"], ref["count"], strict=True):
+        ratios.append(float(g / r) if r > 0 and n >= 10 else None)
+    valid = [abs(v - 1) for v in ratios if v is not None]
+    return {"ratio_per_bin": ratios, "max_deviation": max(valid) if valid else None,
+            "within_20_percent": bool(valid) and max(valid) <= 0.2,
+            "definition": "generated resolution (std/mean of E_tot/E) over the reference's, "
+                          "per incident-energy bin with at least 10 reference showers"}
 
 
 @torch.no_grad()
@@ -254,10 +344,9 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
         model.initialise_from(*shower_tensors(train_s, particles)[:2])
     trainer = Trainer(model, cfg.training, run_dir=run_dir, model_spec=model_spec,
                       run_config=run_config, seed=cfg.seed, unit="shower")
-    n_params = {"generator": sum(p.numel() for p in model.generator.parameters()),
-                "discriminator": sum(p.numel() for p in model.discriminator.parameters())}
-    log.info("CaloGAN: generator %d, discriminator %d parameters; device %s",
-             n_params["generator"], n_params["discriminator"], trainer.device)
+    n_params = parameter_counts(model)
+    log.info("%s: %s parameters; device %s", model_spec["kind"],
+             ", ".join(f"{k} {v:,}" for k, v in n_params.items()), trainer.device)
     bs, step = cfg.training.batch_size, cfg.data.step_size
     train = _dataset(train_s, particles, batch_size=bs, shuffle=True, seed=cfg.seed, step=step)
     val = _dataset(val_s, particles, batch_size=bs, shuffle=False, seed=cfg.seed, step=step)
@@ -296,6 +385,10 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
     speeds = generation_speed(gen_model, device=device, batch_sizes=calo.timing_batches,
                               energy=float(np.median(test_s.energy)))
     summary = comparison["summary"]
+    if comparison["classifier"] is not None:
+        summary.update(classifier_tests(test_s, generated, comparison, calo=calo,
+                                        device=device, seed=cfg.seed))
+    resolution = resolution_agreement(summary["response"])
     auc = (summary.get("classifier") or {}).get("auc")
     # a diagnostic: the same test on the longitudinal energy observables alone
     n_layers = len(test_s.layers)
@@ -316,6 +409,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
                           "response, shower depth and its width): a diagnostic, not the goal"}
     metrics: dict[str, Any] = {
         "task": "calosim",
+        "generator": model_spec["kind"],
         "n_showers": {s: int(c) for s, c in zip(SPLIT_NAMES, counts, strict=True)},
         "particles": particles,
         "energy_range_gev": [float(showers.energy.min()), float(showers.energy.max())],
@@ -325,6 +419,7 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
         "separation_power_floor_definition": (
             "separation power between two random halves of the test showers: what statistics "
             "alone give at this sample size"),
+        "resolution_agreement": resolution,
         "goal": {"statement": f"classifier AUC on high-level observables <= {GOAL_AUC}",
                  "met": bool(isinstance(auc, float) and auc <= GOAL_AUC)},
         "generation": {"showers_per_s": {str(k): v for k, v in speeds.items()},
@@ -348,7 +443,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
              "generation speed (showers/s)": metrics["generation"]["showers_per_s"],
              "training": metrics["training"]}
     summary = summarise(metrics, run_dir)
-    evaluation.write_report(run_dir, title=f"{cfg.name}: CaloGAN fast calorimeter simulation",
+    title = {"calogan": "CaloGAN", "caloflow": "CaloFlow"}[model_spec["kind"]]
+    evaluation.write_report(run_dir, title=f"{cfg.name}: {title} fast calorimeter simulation",
                             metrics={k: v for k, v in metrics.items()
                                      if k not in ("separation_power", "separation_power_floor")},
                             config=run_config,
@@ -359,11 +455,20 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
 
 def summarise(metrics: Mapping[str, Any], run_dir: Path) -> Summary:
     """The run's summary: classifier AUCs, separation powers, generator speed, the goal."""
-    clf = metrics.get("classifier") or {}
-    lo, hi = (clf.get("auc_interval") or [None, None])[:2]
-    band = f" [{number(lo, '.3f')}, {number(hi, '.3f')}]" if lo is not None else ""
+    def auc(key: str) -> tuple[Any, str]:
+        clf = metrics.get(key) or {}
+        lo, hi = (clf.get("auc_interval") or [None, None])[:2]
+        band = f" [{number(lo, '.3f')}, {number(hi, '.3f')}]" if lo is not None else ""
+        return clf.get("auc"), band
+
+    (high, band), (low, low_band) = auc("classifier"), auc("classifier_low_level")
+    (high_floor, _), (low_floor, _) = auc("classifier_floor"), auc("classifier_low_level_floor")
     lines = [f"classifier AUC generated vs test showers (high-level observables): "
-             f"{number(clf.get('auc'), '.3f')}{band}"]
+             f"{number(high, '.3f')}{band} (floor, test half vs half: "
+             f"{number(high_floor, '.3f')})"]
+    if isinstance(low, float):
+        lines.append(f"classifier AUC generated vs test showers (low level, cells / E): "
+                     f"{number(low, '.3f')}{low_band} (floor {number(low_floor, '.3f')})")
     lon = (metrics.get("classifier_longitudinal") or {}).get("auc")
     if isinstance(lon, float):
         lines.append(f"classifier AUC on the longitudinal energy observables alone: "
@@ -382,10 +487,18 @@ def summarise(metrics: Mapping[str, Any], run_dir: Path) -> Summary:
         lines.append(f"goal {'met' if goal['met'] else 'NOT met'}: {goal['statement']}")
     lines += [f"generated showers: {run_dir / 'generated_showers.root'}",
               f"report: {run_dir / 'report.html'}"]
+    res = (metrics.get("resolution_agreement") or {}).get("max_deviation")
+    if isinstance(res, float):
+        lines.append(f"generated resolution within {100 * res:.0f} % of the reference's in "
+                     "every energy bin")
     fastest = max(speeds.values()) if speeds else None
     key = rows([
-        ("classifier AUC, generated vs test (high-level)", number(clf.get("auc"), ".3f") + band),
+        ("classifier AUC, generated vs test (high-level)", number(high, ".3f") + band),
+        ("classifier AUC floor (high-level, test half vs half)", number(high_floor, ".3f")),
+        ("classifier AUC, generated vs test (low-level)", number(low, ".3f") + low_band),
+        ("classifier AUC floor (low-level, test half vs half)", number(low_floor, ".3f")),
         ("classifier AUC, longitudinal observables", number(lon, ".3f")),
+        ("largest resolution deviation per energy bin", number(res, ".3f")),
         ("mean separation power", number(mean)),
         ("separation power floor (test half vs half)", number(floor)),
         ("generation (showers/s, fastest batch)", number(fastest, ",.0f")),
@@ -418,13 +531,16 @@ def _plots(run_dir: Path, reference: Showers, generated: Showers, comparison: di
 # ------------------------------------------------------------------------ hepml simulate
 def load_generator(checkpoint: str | Path, *, device: str | torch.device = "auto"
                    ) -> tuple[torch.nn.Module, torch.device]:
-    """The trained CaloGAN of ``checkpoint`` on ``device`` (``auto``: the best one)."""
+    """The trained generator (CaloGAN or CaloFlow) of ``checkpoint`` on ``device``.
+
+    ``device="auto"`` takes the best one.
+    """
     device = resolve_device(device, what="--device") if isinstance(device, str) else device
     state = load_checkpoint(checkpoint, map_location="cpu")
     spec = state.get("model") or {}
-    if spec.get("kind") != "calogan":
+    if spec.get("kind") not in GENERATORS:
         raise CheckpointError(f"{checkpoint}: holds a {spec.get('kind')!r} model, not a "
-                              "calogan generator")
+                              f"shower generator ({', '.join(GENERATORS)})")
     model = build_model(spec["kind"], **spec["kwargs"])
     try:
         model.load_state_dict(state["model_state"])

@@ -78,7 +78,7 @@ TASKS: dict[str, TaskSpec] = {
                         {"jet_image": "conv_autoencoder", "features": "autoencoder"}),
     "dqm": TaskSpec("hepml.tasks.dqm", ("lumisection_maps",),
                     ("conv_autoencoder", "autoencoder"), "hepml.tasks.dqm:DQMConfig"),
-    "calosim": TaskSpec("hepml.tasks.calosim", (), ("calogan",),
+    "calosim": TaskSpec("hepml.tasks.calosim", (), ("calogan", "caloflow"),
                         "hepml.tasks.calosim:CaloSimConfig"),
 }
 

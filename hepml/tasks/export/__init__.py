@@ -59,9 +59,10 @@ from hepml.tasks.export.check import (
     format_table,
 )
 from hepml.tasks.export.inputs import (
-    _calogan_inputs,
+    SHOWER_GENERATORS,
     _read_entries,
     _representation_inputs,
+    _shower_inputs,
     _training_files,
     build_representation,
 )
@@ -153,9 +154,10 @@ def _normalisation(kind: str, model: nn.Module) -> dict[str, Any]:
         info.update(input_batch_norm={"running_mean": bn.running_mean.tolist(),
                                       "running_var": bn.running_var.tolist(),
                                       "eps": bn.eps})
-    elif kind == "calogan":
+    elif kind in SHOWER_GENERATORS:
         info.update(energy_range_gev=[float(v) for v in model.energy_range],
-                    particles=list(model.particles), latent_dim=int(model.latent_dim),
+                    particles=list(model.particles),
+                    noise={k: int(v) for k, v in model.noise_sizes().items()},
                     note="energies outside the training range are extrapolated")
     return info
 
@@ -258,8 +260,8 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
     # real inputs, built as in training
     rep_spec: dict[str, Any] | None = None
     fields: list[str] = []
-    if kind == "calogan":
-        inputs, used = _calogan_inputs(model, files, config, tree, n_check, seed)
+    if kind in SHOWER_GENERATORS:
+        inputs, used = _shower_inputs(model, files, config, tree, n_check, seed)
         fields = ["energy", "particle", *(f"layer_{i}" for i in range(len(model.layer_shapes)))]
     else:
         rep_spec = dict(config.get("representation") or {})
@@ -299,7 +301,8 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                   if rep_spec else
                   "energy (GeV) and particle index of each shower; z ~ N(0, 1) chosen by "
                   "the user"),
-        "data": _data_info(config, fields if kind != "calogan" else [], tree, branch_map),
+        "data": _data_info(config, fields if kind not in SHOWER_GENERATORS else [], tree,
+                           branch_map),
         "classes": _class_info(config) if kind in ("cnn", "particlenet", "gnn") else None,
         "inputs": _io_entries(onnx, proto.graph.input, fam.describe),
         "outputs": _io_entries(onnx, proto.graph.output, fam.describe),
@@ -314,7 +317,7 @@ def export(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                        "sha256": file_checksum(checkpoint).split(":", 1)[1],
                        "epoch": state.get("epoch"), "best_epoch": state.get("best_epoch")},
     }
-    if kind == "calogan":
+    if kind in SHOWER_GENERATORS:
         info["data"]["fields"] = ["energy", "particle"]
         info["data"]["note"] = ("showers read with hepml.io.calo.read_showers; particle is "
                                 "the index of the PDG id in 'particles'")

@@ -85,7 +85,11 @@ def _representation_inputs(kind: str, rep_kind: str, representation: Any, arrays
     return {k: out[k] for k in names}
 
 
-def _calogan_inputs(model: nn.Module, files: Sequence[str], config: Mapping[str, Any],
+#: Model kinds that generate calorimeter showers from noise.
+SHOWER_GENERATORS = ("calogan", "caloflow")
+
+
+def _shower_inputs(model: nn.Module, files: Sequence[str], config: Mapping[str, Any],
                     tree: str, n: int, seed: int) -> tuple[dict[str, torch.Tensor], list[str]]:
     from hepml.io.calo import read_showers
     from hepml.representations.calo_layers import particle_indices
@@ -108,6 +112,7 @@ def _calogan_inputs(model: nn.Module, files: Sequence[str], config: Mapping[str,
         used.append(str(path))
     e = torch.from_numpy(np.concatenate(energy).astype(np.float32))
     gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(len(e), model.latent_dim, generator=gen)
-    return {"z": z, "energy": e,
+    noise = {name: torch.randn(len(e), size, generator=gen)
+             for name, size in model.noise_sizes().items()}
+    return {**noise, "energy": e,
             "particle": torch.from_numpy(np.concatenate(particle).astype(np.int64))}, used
