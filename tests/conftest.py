@@ -23,6 +23,12 @@ SMALL_CNN = {"kind": "cnn", "kwargs": {"image_size": [8, 8], "conv_channels": [4
 SMALL_CALOGAN = {"layer_shapes": [[2, 8], [4, 4], [4, 2]], "latent_dim": 8, "channels": 8,
                  "disc_channels": 4, "disc_features": 8, "minibatch_kernels": 4,
                  "energy_min": 1.0, "energy_max": 100.0}
+#: The CaloGAN with its energy mixture, per-cell occupancy and width features.
+SMALL_CALOGAN_HALO = {**SMALL_CALOGAN, "energy_model": "mixture", "occupancy": True,
+                      "widths": True}
+SMALL_CALOFLOW = {"layer_shapes": [[2, 8], [4, 4], [4, 2]], "blocks": 2, "hidden": 8,
+                  "energy_transforms": 2, "energy_hidden": 8, "bins": 4,
+                  "energy_min": 1.0, "energy_max": 100.0}
 
 
 def write_workflow(workflow: Path, out: Path, overrides: dict, *, files: list,

@@ -147,7 +147,8 @@ def test_run_reports_both_classifier_tests_with_their_floors(run_dir) -> None:
 
 def test_checkpoint_resumes_to_the_same_weights(shower_file, tmp_path) -> None:
     over = {**SMALL, "data.files": [str(shower_file)], "training.epochs": 2,
-            "training.early_stopping_patience": 0, "calosim.timing_batches": [1]}
+            "training.early_stopping_patience": 0, "training.scheduler": "none",
+            "calosim.timing_batches": [1]}
     straight = calosim.run(load_workflow(WORKFLOW, {**over, "runs_dir": str(tmp_path / "a")}))
     first = calosim.run(load_workflow(WORKFLOW, {**over, "training.epochs": 1,
                                                   "runs_dir": str(tmp_path / "b")}))
@@ -176,3 +177,27 @@ def test_bad_flow_settings_are_refused_before_any_work(tmp_path, capsys) -> None
     err = capsys.readouterr().err
     assert "latent_dim" in err
     assert main(["-q", "validate", str(WORKFLOW)]) == 0
+
+
+def test_compare_puts_generators_side_by_side_on_the_same_test_showers(run_dir, tmp_path,
+                                                                       capsys) -> None:
+    import shutil
+
+    from hepml.errors import ConfigError
+
+    rows = calosim.compare([run_dir, run_dir], tmp_path / "cmp", names=["a", "b"])
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert list(rows) == ["a", "b"]
+    assert rows["a"]["classifier_low_level"]["auc"] == m["classifier_low_level"]["auc"]
+    assert rows["a"]["classifier_high_level_floor"]["auc"] == m["classifier_floor"]["auc"]
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert table.count("\n") == 4 and "AUC low-level" in table
+    # another split: other test showers, refused
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    split = np.load(other / "split.npy")
+    np.save(other / "split.npy", np.roll(split, 1))
+    with pytest.raises(ConfigError, match="not those of"):
+        calosim.compare([run_dir, other], tmp_path / "cmp2")
+    assert main(["-q", "compare", str(run_dir), str(other), "--out", str(tmp_path / "c3")]) == 2
+    assert "not those of" in capsys.readouterr().err

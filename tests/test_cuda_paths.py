@@ -148,3 +148,33 @@ def test_calogan_trains_with_mixed_precision_and_generates(tmp_path, device):
     layers = t.module.sample(energy[:64].to(device), part[:64].to(device), check_range=False)
     assert all(x.device.type == device and bool(torch.isfinite(x).all()) for x in layers)
     assert [tuple(x.shape) for x in layers] == [(64, 2, 8), (64, 4, 4), (64, 4, 2)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_caloflow_trains_and_generates_on_the_device(tmp_path, device):
+    """Both flows train (float32, even where mixed precision is on) and sample on the device."""
+    from conftest import SMALL_CALOFLOW
+
+    g = torch.Generator().manual_seed(0)
+    energy = 1 + 99 * torch.rand(128, generator=g)
+    shares = torch.rand(128, 40, generator=g) * (torch.rand(128, 40, generator=g) < 0.6)
+    cells = shares / shares.sum(1, keepdim=True) * 0.9 * energy[:, None]
+    part = torch.zeros(128, dtype=torch.long)
+    data = ChunkedDataset([lambda: (cells, energy, part, energy)], [128], batch_size=32,
+                          shuffle=True, seed=1)
+    torch.manual_seed(0)
+    model = build_model("caloflow", **SMALL_CALOFLOW)
+    model.to(device).initialise_from(cells.to(device), energy.to(device))
+    cfg = TrainingConfig(epochs=2, batch_size=32, early_stopping_patience=0,
+                         device="auto" if device == "cuda" else "cpu")
+    t = Trainer(model, cfg, run_dir=tmp_path, model_spec={"kind": "caloflow",
+                                                          "kwargs": SMALL_CALOFLOW},
+                seed=3, unit="shower")
+    t.fit(data, data)
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in t.history)
+    gen = torch.Generator(device=device).manual_seed(5)
+    layers = t.module.sample(energy[:64].to(device), part[:64].to(device), generator=gen,
+                             check_range=False)
+    assert all(x.device.type == device and x.dtype == torch.float32
+               and bool(torch.isfinite(x).all()) and bool((x >= 0).all()) for x in layers)
+    assert [tuple(x.shape) for x in layers] == [(64, 2, 8), (64, 4, 4), (64, 4, 2)]

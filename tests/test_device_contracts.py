@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_CALOFLOW, SMALL_CALOGAN_HALO
 from conftest import SMALL_CALOGAN as GAN
 from conftest import SMALL_CNN as CNN
 from torch.overrides import TorchFunctionMode
@@ -289,6 +290,53 @@ def test_calogan_set_up_and_generation_stay_on_the_device():
     model.initialise_from(cells, energy)
     layers = model.sample(energy, particle, check_range=False)
     assert [tuple(x.shape) for x in layers] == [(32, 2, 8), (32, 4, 4), (32, 4, 2)]
+
+
+@pytest.mark.parametrize("kind, kwargs", [("calogan", SMALL_CALOGAN_HALO)])
+def test_shower_generators_sample_and_train_without_host_reads(kind, kwargs):
+    """The CaloGAN's energy mixture and per-cell hits stay on the device (``meta``).
+
+    ``meta`` has no random generators, so the set-up from training showers (which draws
+    its dequantisation noise from a seeded generator) is run on the CPU first. CaloFlow is
+    not in this test: zuko's coupling transform finds its mask's indices with
+    ``nonzero``, one host read per coupling block and call (docs/calogan.md).
+    """
+    model = build_model(kind, **kwargs)
+    cells, energy, particle = _showers(32)
+    model.initialise_from(cells, energy)
+    model = model.to("meta")
+    cells, energy, particle = (t.to("meta") for t in (cells, energy, particle))
+    layers = model.sample(energy, particle, check_range=False)
+    assert [tuple(x.shape) for x in layers] == [(32, 2, 8), (32, 4, 4), (32, 4, 2)]
+    steps = []
+    out = model.training_step((cells, energy, particle), energy, lambda n, loss: steps.append(n))
+    assert out["loss"].device.type == "meta" and steps[-1] in ("generator", "flows")
+    assert model.validation_step((cells, energy, particle), energy).device.type == "meta"
+
+
+def test_flow_training_stays_float32_under_mixed_precision(tmp_path):
+    """The flows compute in float32 under mixed precision.
+
+    Mixed precision as on CUDA (autocast and a scaler, here on the CPU); splines and
+    log-determinants lose too much in float16.
+    """
+    cells, energy, particle = _showers(64)
+    model = build_model("caloflow", **SMALL_CALOFLOW)
+    model.initialise_from(cells, energy)
+    data = ChunkedDataset([lambda: (cells, energy, particle, energy)], [64], batch_size=32,
+                          shuffle=False, seed=0)
+    cfg = TrainingConfig(epochs=1, batch_size=32, device="cpu", early_stopping_patience=0)
+    t = Trainer(model, cfg, run_dir=tmp_path, model_spec={"kind": "caloflow",
+                                                          "kwargs": SMALL_CALOFLOW})
+    t.amp = True
+    t.scalers = {name: torch.amp.GradScaler("cpu") for name in t.optimizers}
+    seen = []
+    hyper = model.cell_flow.transform.transforms[0].hyper
+    hook = hyper.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    t.fit(data, data)
+    hook.remove()
+    assert np.isfinite(t.history[-1]["train_loss"])
+    assert set(seen) == {torch.float32}
 
 
 def test_hit_gnn_checks_indices_without_reading_them_on_a_gpu():

@@ -49,6 +49,9 @@ FAMILIES: dict[str, tuple[dict[str, Any] | None, tuple, dict[str, Any], int]] = 
     "calogan": (None, (SHOWERS, "showers", 0),
                 {"latent_dim": 4, "hidden": 8, "disc_channels": 2, "disc_features": 2,
                  "minibatch_kernels": 2, "transfer_rank": 2}, 8),
+    "caloflow": (None, (SHOWERS, "showers", 0),
+                 {"blocks": 2, "hidden": 8, "energy_transforms": 1, "energy_hidden": 4,
+                  "bins": 3}, 8),
 }
 
 
@@ -83,11 +86,12 @@ def test_contract_sizes_a_model_that_runs_on_real_inputs(family: str) -> None:
     """Sized from a representation of the shipped data, the model runs on its inputs."""
     rep_spec, sample, hyper, n = FAMILIES[family]
     contract = model_contract(family)
-    if rep_spec is None:  # calogan: the layout, particles and energies of real showers
+    if rep_spec is None:  # shower generators: the layout, particles and energies of showers
         showers = read_showers(SHOWERS, tree="showers", entry_stop=n)
         spec = model_spec(family, hyper, showers.shapes, particles=[-11],
                           energy_range=(showers.energy.min(), showers.energy.max()))
-        x = {"z": torch.randn(n, hyper["latent_dim"]),
+        noise = build_model(family, **spec["kwargs"]).noise_sizes()
+        x = {**{k: torch.randn(n, size) for k, size in noise.items()},
              "energy": torch.from_numpy(showers.energy).float(),
              "particle": torch.zeros(n, dtype=torch.long)}
     else:
@@ -170,6 +174,11 @@ EXPECTED: dict[str, dict[str, Any]] = {
     # the energy range is that of the 3,000 training showers of the workflow's split
     "calogan": {"kind": "calogan", "kwargs": {
         **CALOGAN_HYPER, "layer_shapes": [[3, 96], [12, 12], [12, 6]], "particles": [-11],
+        "energy_min": 1.048099160194397, "energy_max": 99.93346405029297}},
+    "caloflow": {"kind": "caloflow", "kwargs": {
+        "energy_transforms": 6, "energy_hidden": 64, "blocks": 8, "hidden": 256, "bins": 8,
+        "noise": 1e-6, "pattern_noise": 1e-6, "threshold": 3e-6,
+        "layer_shapes": [[3, 96], [12, 12], [12, 6]], "particles": [-11],
         "energy_min": 1.048099160194397, "energy_max": 99.93346405029297}},
 }
 

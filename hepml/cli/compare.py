@@ -1,4 +1,7 @@
-"""``hepml compare``: several trained taggers on one rejection plot, same test jets."""
+"""``hepml compare``: trained taggers on one rejection plot, or shower generators in a table.
+
+Taggers are compared on the same test jets, generators on the same test showers.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``compare``."""
     p = sub.add_parser(
         "compare",
-        help="put several runs (e.g. CNN and GNN) on one rejection-vs-efficiency plot",
-        description="Read the prediction friend trees of several run directories, check that "
-        "they scored the same entries with the same labels and split, and draw their "
-        "background rejection against signal efficiency (and ROC) on one plot, with a table "
-        "of AUC and 1/eps_B. Metrics are computed with torch on the chosen device.",
+        help="put several runs (e.g. CNN and GNN) on one rejection-vs-efficiency plot, or "
+        "several shower generators (CaloGAN, CaloFlow) in one table",
+        description="Taggers: read the prediction friend trees of several run directories, "
+        "check that they scored the same entries with the same labels and split, and draw "
+        "their background rejection against signal efficiency (and ROC) on one plot, with a "
+        "table of AUC and 1/eps_B. Metrics are computed with torch on the chosen device. "
+        "Calosim runs: check that they compared their generators with the same test showers "
+        "and write one table (comparison.md, comparison.json) of the classifier AUCs and "
+        "their floors, separation powers, resolution and generation speed.",
     )
     p.add_argument("runs", nargs="+", help="run directories (runs/NAME-<timestamp>)")
     p.add_argument("--out", required=True, help="directory for compare_rejection.png/.pdf, "
@@ -26,7 +33,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from hepml.tasks import tagging
+
+    first = Path(args.runs[0]) / "metrics.json"
+    task = json.loads(first.read_text()).get("task") if first.exists() else None
+    if task == "calosim":
+        from hepml.tasks import calosim
+
+        calosim.compare(args.runs, args.out, names=args.names)
+        print((Path(args.out) / "comparison.md").read_text(), end="")
+        print(f"comparison.md and comparison.json in {args.out}")
+        return 0
 
     table = tagging.compare(args.runs, args.out, names=args.names, split=args.split,
                             device=args.device)

@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="generate calorimeter showers with a trained CaloGAN or CaloFlow (fast "
         "simulation)",
         description="Generate N showers with the generator of a calosim run (hepml run "
-        "workflows/calogan.yaml or workflows/caloflow.yaml), in batches, on the best device (cuda, then mps, then cpu). "
+        "workflows/calogan.yaml or workflows/caloflow.yaml), in batches, on the best device "
+        "(cuda, then mps, then cpu). "
         "The incident energy is fixed (--energy) or drawn uniformly from a range (default: "
         "the range the generator was trained on). An energy outside the trained range gives "
         "a warning, then the showers are generated. Output by extension: .root (hepml's "

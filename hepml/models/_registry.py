@@ -67,6 +67,8 @@ class ModelContract:
             names none (``None``: the family takes no representation).
         forward_args: The inputs in the order the model's ``forward`` takes them, when
             that differs from ``inputs``.
+        tolerance: The export check's tolerance for this family, when it is not the
+            default (``hepml.tasks.export.TOLERANCE``).
     """
 
     inputs: tuple[str, ...]
@@ -77,6 +79,7 @@ class ModelContract:
     inside: str
     default_representation: str | None
     forward_args: tuple[str, ...] | None = None
+    tolerance: float | None = None
 
     def describe(self, name: str) -> str:
         """What input or output ``name`` holds (empty if not described).

@@ -55,8 +55,16 @@ import zuko
 from torch import nn
 from torch.nn import functional as F
 
+from hepml.models._calo import (
+    E_REF,
+    EnergyRangeWarning,
+    expit,
+    layers_from_u,
+    logit,
+    shower_data_kwargs,
+    u_logits,
+)
 from hepml.models._registry import ModelContract, register_model
-from hepml.models.calogan import E_REF, EnergyRangeWarning, shower_data_kwargs
 
 __all__ = ["CaloFlow"]
 
@@ -64,15 +72,6 @@ _Count = Annotated[int, pydantic.Field(ge=1)]
 _Positive = Annotated[float, pydantic.Field(gt=0)]
 #: Seed of the coupling masks (part of the architecture, not of the training).
 MASK_SEED = 1234
-
-
-def _logit(u: torch.Tensor, alpha: float) -> torch.Tensor:
-    u = alpha + (1.0 - 2.0 * alpha) * u
-    return torch.log(u) - torch.log1p(-u)
-
-
-def _expit(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    return ((torch.sigmoid(x) - alpha) / (1.0 - 2.0 * alpha)).clamp(0.0, 1.0)
 
 
 def _coupling_flow(features: int, context: int, *, blocks: int, hidden: int, bins: int,
@@ -146,7 +145,10 @@ class CaloFlow(nn.Module):
         inside="inside the graph: the condition [log(E / 10 GeV), one-hot particle], both "
                "flows' inverses, the logit and standardisation undone, the layer "
                "normalisation and the zero-suppression below the dequantisation noise",
-        default_representation=None, forward_args=("energy", "particle", "z_energy", "z_cells"))
+        default_representation=None, forward_args=("energy", "particle", "z_energy", "z_cells"),
+        # the zero-suppression threshold switches a faint cell on or off when float32
+        # rounding differs between runtimes; 1e-4 of the largest cell is ~ 1 MeV
+        tolerance=1e-4)
 
     @classmethod
     def data_kwargs(cls, shape: Any, *, particles: Sequence[int],
@@ -236,13 +238,10 @@ class CaloFlow(nn.Module):
         noisy = cells + self.noise * torch.rand(cells.shape, device=cells.device,
                                                 generator=generator)
         layer = self._layer_energies(noisy)
-        total = layer.sum(1)
-        remaining = torch.flip(torch.cumsum(torch.flip(layer, [1]), 1), [1])  # Σ_{j≥i} E_j
-        u = torch.cat([(total / (self.u_scale * energy.float().reshape(-1))).unsqueeze(1),
-                       layer[:, :-1] / remaining[:, :-1]], dim=1)
         pattern = cells / layer[:, self.cell_layer] + self.pattern_noise * torch.rand(
             cells.shape, device=cells.device, generator=generator)
-        return _logit(u.clamp(0.0, 1.0), self.alpha), _logit(pattern, self.alpha)
+        return (u_logits(layer, energy, u_scale=self.u_scale, alpha=self.alpha),
+                logit(pattern, self.alpha))
 
     @torch.no_grad()
     def initialise_from(self, cells: torch.Tensor, energy: torch.Tensor) -> None:
@@ -301,17 +300,8 @@ class CaloFlow(nn.Module):
         to one.
         """
         b = energy.shape[0]
-        u, u_rest = _expit(u_logit, self.alpha), _expit(-u_logit, self.alpha)  # u and 1 - u
-        # layer energies from the u variables: E_tot, then what each layer keeps of what
-        # reaches it; what passes on is (1 - u) E, with 1 - u computed as such (a deep
-        # layer's small energy is not the difference of two large ones)
-        remaining = u[:, 0] * self.u_scale * energy.float().reshape(-1)
-        layers = []
-        for i in range(1, self.n_layers):
-            layers.append(u[:, i] * remaining)
-            remaining = u_rest[:, i] * remaining
-        layers.append(remaining)
-        pattern = _expit(x_logit, self.alpha)
+        layers = layers_from_u(u_logit, energy.float(), u_scale=self.u_scale, alpha=self.alpha)
+        pattern = expit(x_logit, self.alpha)
         out = []
         for i, p in enumerate(torch.split(pattern, self.cells, dim=1)):
             p = torch.where(p < self.threshold, torch.zeros_like(p), p)

@@ -57,28 +57,30 @@ import copy
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hepml.errors import ConfigError
-from hepml.models._registry import ModelContract, register_model, shape_text
+from hepml.models._calo import (
+    E_REF,
+    EnergyRangeWarning,
+    layers_from_u,
+    shower_data_kwargs,
+    u_logits,
+)
+from hepml.models._registry import ModelContract, register_model
 
 __all__ = ["CaloGAN", "EnergyRangeWarning", "MinibatchDiscrimination", "shower_data_kwargs"]
 
-#: Reference energy (GeV) of the log-energy condition.
-E_REF = 10.0
 #: Scale of the log-scaled energy shares: shares far below it count as empty.
 LOG_FLOOR = 1e-5
 LOG_SCALE = math.log1p(1.0 / LOG_FLOOR)
 #: Initial bias of the generator's cell outputs: cells start empty and are switched on.
 EMPTY_BIAS = -0.1
-
-
-class EnergyRangeWarning(UserWarning):
-    """Showers were requested at an incident energy outside the generator's training range."""
+#: The u variables of the energy mixture: u₀ = E_tot / (U_SCALE E); logit offset U_ALPHA.
+U_SCALE, U_ALPHA = 2.0, 1e-6
 
 
 def _upsampling_plan(rows: int, cols: int, max_steps: int = 3,
@@ -154,29 +156,86 @@ class _DenseStream(nn.Module):
     The output layer gives every cell its own weights: the fully locally connected limit.
     """
 
-    def __init__(self, in_dim: int, shape: tuple[int, int], hidden: int) -> None:
+    def __init__(self, in_dim: int, shape: tuple[int, int], hidden: int, maps: int = 1) -> None:
         super().__init__()
-        self.shape = shape
+        self.shape, self.maps = shape, maps
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.2),
-                                 nn.Linear(hidden, shape[0] * shape[1]))
+                                 nn.Linear(hidden, maps * shape[0] * shape[1]))
         nn.init.constant_(self.net[2].bias, EMPTY_BIAS)  # cells start (mostly) empty
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h).view(-1, *self.shape)
+        """(B, rows, columns), or (B, maps, rows, columns) with several maps."""
+        x = self.net(h)
+        return x.view(-1, *self.shape) if self.maps == 1 else x.view(-1, self.maps, *self.shape)
+
+
+class _EnergyMixture(nn.Module):
+    """A mixture of diagonal Gaussians over the standardised u logits, given the condition.
+
+    Trained by maximum likelihood (it is not adversarial, so it cannot collapse onto the
+    mean shower): it gives each shower's response and layer energies with the
+    shower-to-shower fluctuations of the training showers, which grow at low energy.
+    """
+
+    def __init__(self, cond_dim: int, n_vars: int, components: int, hidden: int) -> None:
+        super().__init__()
+        self.n_vars, self.components = n_vars, components
+        self.net = nn.Sequential(nn.Linear(cond_dim, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, components * (1 + 2 * n_vars)))
+
+    def _params(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        p = self.net(cond)
+        k, d = self.components, self.n_vars
+        logits = p[:, :k]
+        mean = p[:, k:k + k * d].view(-1, k, d)
+        log_sigma = p[:, k + k * d:].view(-1, k, d).clamp(-7.0, 3.0)
+        return torch.log_softmax(logits, dim=1), mean, log_sigma
+
+    def log_prob(self, u: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The log-density of ``u`` given ``cond``, per shower."""
+        log_pi, mean, log_sigma = self._params(cond)
+        z = (u.unsqueeze(1) - mean) * torch.exp(-log_sigma)
+        log_n = (-0.5 * z.pow(2) - log_sigma - 0.5 * math.log(2 * math.pi)).sum(2)
+        return torch.logsumexp(log_pi + log_n, dim=1)
+
+    def sample(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Samples from N(0, 1) noise ``z`` of shape (B, 1 + n_vars).
+
+        The first column picks the component (through the normal CDF), the others are the
+        Gaussian's noise.
+        """
+        log_pi, mean, log_sigma = self._params(cond)
+        uniform = 0.5 * (1.0 + torch.erf(z[:, :1] / math.sqrt(2.0)))
+        cdf = torch.cumsum(torch.exp(log_pi), dim=1)
+        k = (uniform > cdf).sum(1, keepdim=True).clamp(max=self.components - 1)
+        idx = k.unsqueeze(2).expand(-1, 1, self.n_vars)
+        mu = torch.gather(mean, 1, idx).squeeze(1)
+        sigma = torch.exp(torch.gather(log_sigma, 1, idx).squeeze(1))
+        return mu + sigma * z[:, 1:]
 
 
 class _Generator(nn.Module):
     def __init__(self, shapes: Sequence[tuple[int, int]], latent_dim: int, cond_dim: int,
                  channels: int, transfer: bool, stream: str, hidden: int,
-                 transfer_rank: int, energy_head: bool) -> None:
+                 transfer_rank: int, energy_head: bool, energy_model: str = "head",
+                 occupancy: bool = False, components: int = 10) -> None:
         super().__init__()
         self.shapes = [tuple(s) for s in shapes]
         self.cells = [r * c for r, c in self.shapes]
+        self.latent_dim = latent_dim
+        self.occupancy = occupancy
+        self.mixture = (_EnergyMixture(cond_dim, len(self.shapes), components, 64)
+                        if energy_head and energy_model == "mixture" else None)
+        # standardisation of the u logits, set from training showers
+        self.register_buffer("u_mean", torch.zeros(len(self.shapes)))
+        self.register_buffer("u_std", torch.ones(len(self.shapes)))
         self.trunk = nn.Sequential(nn.Linear(latent_dim + cond_dim, hidden), nn.LeakyReLU(0.2),
                                    nn.Linear(hidden, hidden), nn.LeakyReLU(0.2))
-        in_dim = hidden + cond_dim
+        in_dim = hidden + cond_dim + (len(self.shapes) if self.mixture is not None else 0)
         if stream == "dense":
-            self.streams = nn.ModuleList(_DenseStream(in_dim, s, hidden) for s in self.shapes)
+            self.streams = nn.ModuleList(_DenseStream(in_dim, s, hidden, 2 if occupancy else 1)
+                                         for s in self.shapes)
         else:
             self.streams = nn.ModuleList(_LayerStream(in_dim, s, channels) for s in self.shapes)
         self.transfer = transfer
@@ -194,23 +253,62 @@ class _Generator(nn.Module):
         # layer fractions (softmax) and total response (2 sigmoid) of each shower
         self.energy_head = (nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.2),
                                           nn.Linear(hidden, len(self.shapes) + 1))
-                            if energy_head else None)
+                            if energy_head and self.mixture is None else None)
 
-    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> list[torch.Tensor]:
-        """Each cell's share of the incident energy, one (B, rows, columns) tensor per layer."""
-        h = torch.cat([self.trunk(torch.cat([z, cond], dim=1)), cond], dim=1)
+    def noise_size(self) -> int:
+        """Noise values per shower: latent, then the mixture's, then one per cell."""
+        return (self.latent_dim + (len(self.shapes) + 1 if self.mixture is not None else 0)
+                + (sum(self.cells) if self.occupancy else 0))
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor, u: torch.Tensor | None = None
+                ) -> list[torch.Tensor]:
+        """Each cell's share of the incident energy, one (B, rows, columns) tensor per layer.
+
+        Args:
+            z: Noise (B, :meth:`noise_size`), N(0, 1).
+            cond: The condition.
+            u: Standardised u logits of the layer energies to generate with (training:
+                the real showers'); default drawn from the mixture.
+        """
+        n_lat, n_u = self.latent_dim, len(self.shapes) + 1
+        z_lat = z[:, :n_lat]
+        h = self.trunk(torch.cat([z_lat, cond], dim=1))
+        if self.mixture is not None:
+            if u is None:
+                u = self.mixture.sample(cond, z[:, n_lat:n_lat + n_u])
+            h = torch.cat([h, cond, u], dim=1)
+            n_lat += n_u
+        else:
+            h = torch.cat([h, cond], dim=1)
+        z_cells = torch.split(z[:, n_lat:], self.cells, dim=1) if self.occupancy else None
         out: list[torch.Tensor] = []
         prev: torch.Tensor | None = None
         for i, stream in enumerate(self.streams):
             pre = stream(h)
+            if self.occupancy:
+                pre, hit_logit = pre[:, 0], pre[:, 1]
             if self.transfer and prev is not None:
                 gate = torch.sigmoid(self.gates[i - 1](h))
                 pre = pre + (gate * self.transfers[i - 1](prev.flatten(1))).view_as(pre)
-            # log-scaled share: 0 is an empty cell, 1 the whole incident energy; tanh bounds
-            # it below 1 without a flat (gradient-free) region
-            y = torch.tanh(sparse_relu(pre))
+            if self.occupancy:
+                # a cell is hit with its own probability, drawn independently per cell
+                # (the halo's scattered hits); the amplitude of a hit cell is positive.
+                # The hit is passed straight through: its gradient is the probability's
+                p = torch.sigmoid(hit_logit)
+                uniform = 0.5 * (1.0 + torch.erf(z_cells[i].view_as(p) / math.sqrt(2.0)))
+                hit = (uniform < p).to(p.dtype)
+                y = torch.tanh(F.softplus(pre)) * (hit + p - p.detach())
+            else:
+                # log-scaled share: 0 is an empty cell, 1 the whole incident energy; tanh
+                # bounds it below 1 without a flat (gradient-free) region
+                y = torch.tanh(sparse_relu(pre))
             out.append(from_log_share(y))
             prev = y
+        if self.mixture is not None:
+            layers = layers_from_u(u * self.u_std + self.u_mean, torch.ones_like(cond[:, 0]),
+                                   u_scale=U_SCALE, alpha=U_ALPHA)
+            return [x / x.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1)
+                    * layers[i].view(-1, 1, 1) for i, x in enumerate(out)]
         if self.energy_head is None:
             return out
         e = self.energy_head(h)
@@ -264,7 +362,20 @@ class _LayerFeatures(nn.Module):
         return self.fc(self.conv(u).flatten(1))
 
 
-def discriminator_inputs(layers: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _widths(x: torch.Tensor) -> torch.Tensor:
+    """Energy-weighted standard deviation of the column and row index of a layer (B, 2)."""
+    total = x.flatten(1).sum(1).clamp_min(1e-12)
+    out = []
+    for dim in (2, 1):  # columns (x), rows (y)
+        profile = x.sum(3 - dim) / total.view(-1, 1)
+        pos = torch.arange(profile.shape[1], device=x.device, dtype=x.dtype)
+        mean = (profile * pos).sum(1, keepdim=True)
+        out.append(((profile * (pos - mean) ** 2).sum(1) + 1e-12).sqrt())
+    return torch.stack(out, dim=1)
+
+
+def discriminator_inputs(layers: Sequence[torch.Tensor], widths: bool = False
+                         ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """What the discriminator sees of showers given as shares of the incident energy.
 
     Returns:
@@ -282,15 +393,17 @@ def discriminator_inputs(layers: Sequence[torch.Tensor]) -> tuple[list[torch.Ten
                              for y in logs], dim=1)
     energy = torch.cat([torch.log(shares + LOG_FLOOR), shares.sum(1, keepdim=True), occupancy],
                        dim=1)
+    if widths:  # the lateral widths of each layer, in cells: where the halo shows
+        energy = torch.cat([energy, *(_widths(x) for x in layers)], dim=1)
     return images, energy
 
 
 class _Discriminator(nn.Module):
     def __init__(self, shapes: Sequence[tuple[int, int]], cond_dim: int, channels: int,
-                 features: int, kernels: int) -> None:
+                 features: int, kernels: int, widths: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(_LayerFeatures(tuple(s), channels, features) for s in shapes)
-        n_energy = 2 * len(shapes) + 1
+        n_energy = (4 if widths else 2) * len(shapes) + 1
         n_shower = features * len(shapes)
         self.mbd_shower = MinibatchDiscrimination(n_shower, kernels)
         self.mbd_energy = MinibatchDiscrimination(n_energy, kernels)
@@ -303,19 +416,6 @@ class _Discriminator(nn.Module):
         shower = torch.cat([f(u) for f, u in zip(self.layers, images, strict=True)], dim=1)
         mbd = torch.cat([self.mbd_shower(shower), self.mbd_energy(energy)], dim=1)
         return self.head(torch.cat([shower, energy, mbd, cond], dim=1)).squeeze(1)
-
-
-def shower_data_kwargs(kind: str, shape: Any, *, particles: Sequence[int],
-                       energy_range: Sequence[float]) -> dict[str, Any]:
-    """The data arguments of a shower generator: layer shapes, particles, energy range."""
-    if (isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape
-            or any(isinstance(s, (str, bytes)) or not isinstance(s, Sequence) or len(s) != 2
-                   for s in shape)):
-        raise ConfigError(f"model.kind {kind} takes calorimeter layers of (rows, columns); "
-                          f"the showers give {shape_text(shape)}")
-    lo, hi = energy_range
-    return {"layer_shapes": [list(s) for s in shape], "particles": list(particles),
-            "energy_min": float(lo), "energy_max": float(hi)}
 
 
 @register_model("calogan",
@@ -337,6 +437,21 @@ class CaloGAN(nn.Module):
         energy_head: Generate each shower's total response and layer fractions with a
             separate head and use the streams for the pattern within each layer
             (normalised); without it the streams' cells carry the energy directly.
+        energy_model: With the energy head: ``head`` (a dense head, trained adversarially)
+            or ``mixture`` (a mixture of Gaussians over CaloFlow's u variables of the layer
+            energies given the incident energy, trained by maximum likelihood beside the
+            adversarial loss; the streams then see the layer energies, the real showers'
+            in training and the mixture's when generating).
+        occupancy: Each dense stream gives every cell a hit probability besides its
+            amplitude, and a cell is hit or empty by its own independent draw (a noise
+            value per cell), so that scattered faint hits need not come from the latent
+            vector; the hit is passed straight through to the gradient.
+        mixture_components: Gaussians of the energy mixture.
+        noise: Dequantisation of the layer energies the mixture learns: uniform noise in
+            ``[0, noise)`` GeV added to every cell (an empty layer then has a density).
+        widths: The discriminator also sees each layer's lateral widths (energy-weighted
+            standard deviations of the column and row), and the energy-consistency term
+            matches their batch mean and spread: the halo shows in the widths.
         stream: ``dense`` (a hidden layer, then every cell its own weights: fast) or
             ``conv`` (upsampling convolutions, then a gain and bias per cell: LAGAN-like,
             several times slower to generate).
@@ -394,12 +509,14 @@ class CaloGAN(nn.Module):
 
     def noise_sizes(self) -> dict[str, int]:
         """The forward's noise inputs and their sizes per shower."""
-        return {"z": self.latent_dim}
+        return {"z": self.generator.noise_size()}
 
     def __init__(self, layer_shapes: Sequence[Sequence[int]] = ((3, 96), (12, 12), (12, 6)),
                  particles: Sequence[int] = (-11,), latent_dim: int = 64, channels: int = 32,
                  disc_channels: int = 16, disc_features: int = 32, minibatch_kernels: int = 16,
                  transfer: bool = True, transfer_rank: int = 32, energy_head: bool = True,
+                 energy_model: Literal["head", "mixture"] = "head", occupancy: bool = False,
+                 mixture_components: int = 10, noise: float = 1e-6, widths: bool = False,
                  stream: str = "dense",
                  hidden: int = 128,
                  loss: str = "r1", r1_weight: float = 10.0, gp_weight: float = 10.0,
@@ -419,6 +536,11 @@ class CaloGAN(nn.Module):
             raise ValueError(f"n_critic must be at least 1, got {n_critic}")
         if stream not in ("dense", "conv"):
             raise ValueError(f"stream must be 'dense' or 'conv', got {stream!r}")
+        if occupancy and stream != "dense":
+            raise ValueError("occupancy needs dense streams (stream: dense)")
+        if energy_model not in ("head", "mixture") or mixture_components < 1 or noise <= 0:
+            raise ValueError(f"energy_model must be 'head' or 'mixture' (got {energy_model!r}), "
+                             "mixture_components >= 1 and noise > 0")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
         if not 0 < energy_min <= energy_max:
@@ -434,10 +556,13 @@ class CaloGAN(nn.Module):
         self.energy_weight = energy_weight
         self.learning_rate_d = learning_rate_d
         self.cond_dim = 2 + (len(self.particles) if len(self.particles) > 1 else 0)
+        self.noise = float(noise)
         self.generator = _Generator(shapes, latent_dim, self.cond_dim, channels, transfer, stream,
-                                    hidden, transfer_rank, energy_head)
+                                    hidden, transfer_rank, energy_head, energy_model, occupancy,
+                                    mixture_components)
+        self.widths = widths
         self.discriminator = _Discriminator(shapes, self.cond_dim, disc_channels, disc_features,
-                                            minibatch_kernels)
+                                            minibatch_kernels, widths)
         self.ema_decay = ema_decay
         # the averaged generator that generates; not trained by an optimiser
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
@@ -462,7 +587,7 @@ class CaloGAN(nn.Module):
 
     def _noise(self, n: int, device: torch.device, generator: torch.Generator | None = None
                ) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=device, generator=generator)
+        return torch.randn(n, self.generator.noise_size(), device=device, generator=generator)
 
     def forward(self, energy: torch.Tensor, particle: torch.Tensor | None = None,
                 z: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -524,8 +649,18 @@ class CaloGAN(nn.Module):
         starts empty (the more often empty, the further below zero); the energy head starts
         at the mean layer fractions and mean response. The adversarial training then learns
         the fluctuations and the energy dependence instead of first finding the shower.
+        With per-cell occupancy, each cell's hit probability starts at its occupancy and its
+        amplitude at its mean log-scaled share when hit. With the energy mixture, the
+        standardisation of its u variables is set from the training showers.
         """
+        if self.generator.mixture is not None:
+            u = self._u_logits(cells, energy,
+                               torch.Generator(device=cells.device).manual_seed(0))
+            wide = torch.float32 if cells.device.type == "mps" else torch.float64
+            self.generator.u_mean.copy_(u.to(wide).mean(0))
+            self.generator.u_std.copy_(u.to(wide).std(0).clamp_min(1e-3))
         if not all(isinstance(s, _DenseStream) for s in self.generator.streams):
+            self.generator_ema.load_state_dict(self.generator.state_dict())
             return
         shares = self._real_shares(cells, energy)
         for stream, x in zip(self.generator.streams, shares, strict=True):
@@ -533,6 +668,11 @@ class CaloGAN(nn.Module):
             occupied = (y > 0).float()
             occupancy = occupied.mean(0)
             mean_on = (y * occupied).sum(0) / occupied.sum(0).clamp_min(1.0)
+            if self.generator.occupancy:
+                amplitude = torch.log(torch.expm1(torch.atanh(mean_on.clamp(1e-3, 0.95))))
+                hit = torch.logit(occupancy.clamp(1e-3, 1 - 1e-3))
+                stream.net[2].bias.copy_(torch.cat([amplitude, hit]))
+                continue
             bias = torch.where(occupancy >= 0.5, torch.atanh(mean_on.clamp(0.0, 0.95)),
                                -0.3 * (1.0 - 2.0 * occupancy))
             stream.net[2].bias.copy_(bias)
@@ -558,6 +698,14 @@ class CaloGAN(nn.Module):
 
     def _real_shares(self, cells: torch.Tensor, energy: torch.Tensor) -> list[torch.Tensor]:
         return self.split(cells.float() / energy.float().view(-1, 1))
+
+    def _u_logits(self, cells: torch.Tensor, energy: torch.Tensor,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """The u logits of dequantised real showers (not standardised)."""
+        noisy = cells.float() + self.noise * torch.rand(cells.shape, device=cells.device,
+                                                        generator=generator)
+        layer = torch.stack([x.flatten(1).sum(1) for x in self.split(noisy)], dim=1)
+        return u_logits(layer, energy.float(), u_scale=U_SCALE, alpha=U_ALPHA)
 
     @staticmethod
     def _consistency(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -611,8 +759,13 @@ class CaloGAN(nn.Module):
         cells, energy, particle = inputs
         energy = energy.float()
         cond = self.condition(energy, particle)
-        images, efeat = discriminator_inputs(self._real_shares(cells, energy))
+        images, efeat = discriminator_inputs(self._real_shares(cells, energy), self.widths)
         real = [*images, efeat]
+        mixture = self.generator.mixture
+        u_real = None
+        if mixture is not None:  # the real layer energies, standardised
+            u_real = ((self._u_logits(cells, energy) - self.generator.u_mean)
+                      / self.generator.u_std).float()
         autocast = getattr(step, "autocast", None)
         ctx = autocast if autocast is not None else torch.enable_grad
         penalty_grad = getattr(step, "penalty_grad", None)
@@ -624,21 +777,26 @@ class CaloGAN(nn.Module):
         for _ in range(self.n_critic):
             with torch.no_grad():
                 fake_images, fake_efeat = discriminator_inputs(
-                    self.generator(self._noise(len(energy), energy.device), cond))
+                    self.generator(self._noise(len(energy), energy.device), cond, u_real),
+                    self.widths)
             loss_d, penalty, d_real, d_fake = self._critic_loss(
                 real, [*fake_images, fake_efeat], cond, ctx, grad)
             step("discriminator", loss_d + penalty)
         # generator: fool the discriminator, and match the energy features of the batch
         with ctx():
-            fake = self.generator(self._noise(len(energy), energy.device), cond)
-            fake_images, fake_efeat = discriminator_inputs(fake)
+            fake = self.generator(self._noise(len(energy), energy.device), cond, u_real)
+            fake_images, fake_efeat = discriminator_inputs(fake, self.widths)
             d_gen = self.discriminator(fake_images, fake_efeat, cond)
             adv = (F.softplus(-d_gen).mean() if self.loss_kind == "r1"
                    else -d_gen.float().mean())
             consistency = self._consistency(fake_efeat.float(), efeat.detach().float())
-        step("generator", adv + self.energy_weight * consistency)
+        # the energy mixture learns by likelihood, in float32
+        nll = (-mixture.log_prob(u_real, cond).mean() if mixture is not None
+               else torch.zeros((), device=cond.device))
+        step("generator", adv + self.energy_weight * consistency + nll)
         self._update_ema()
         return {"loss": adv.detach() + self.energy_weight * consistency.detach(),
+                "energy_nll": nll.detach(),
                 "d_loss": loss_d.detach(), "penalty": penalty.detach(),
                 "energy_consistency": consistency.detach(),
                 "d_real": d_real.detach(), "d_fake": d_fake.detach()}

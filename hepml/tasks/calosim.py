@@ -54,7 +54,7 @@ from hepml.training.splits import SPLIT_NAMES, assign_split, split_seed
 log = logging.getLogger(__name__)
 
 __all__ = ["CaloSimConfig", "load_showers", "run", "simulate", "load_generator",
-           "generation_speed", "GOAL_AUC"]
+           "generation_speed", "compare", "GOAL_AUC"]
 
 #: The classifier AUC on high-level observables that a good generator stays under.
 GOAL_AUC = 0.75
@@ -526,6 +526,98 @@ def _plots(run_dir: Path, reference: Showers, generated: Showers, comparison: di
     plots += shower_plots.plot_shower_examples(reference.layers, reference.energy,
                                                run_dir / "reference_examples", n=2, layout=layout)
     return plots
+
+
+# ------------------------------------------------------------------------ hepml compare
+def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
+            names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Several calosim runs side by side, on the same test showers.
+
+    The runs must have read the same files (checksums and entries) with the same split, so
+    that every generator was compared with the same test showers; otherwise the
+    comparison is refused. Writes ``comparison.json`` and ``comparison.md`` (a table) to
+    ``out_dir``.
+
+    Returns:
+        Name → the row: generator, classifier AUCs (high-level, low-level) with their
+        intervals and floors, mean separation power and its floor, the largest resolution
+        deviation, showers/s per batch size and device, training seconds and parameters.
+    """
+    import json
+
+    from hepml.io.atomic import check_writable, write_json, write_text
+
+    if not run_dirs:
+        raise ConfigError("compare: give at least one run directory")
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
+    rows: dict[str, dict[str, Any]] = {}
+    reference: tuple[Any, ...] | None = None
+    for k, run_dir in enumerate(map(Path, run_dirs)):
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            inputs = json.loads((run_dir / "inputs.json").read_text())
+            split = np.load(run_dir / "split.npy")
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{run_dir}: not a finished calosim run ({exc})") from None
+        if metrics.get("task") != "calosim":
+            raise ConfigError(f"{run_dir}: a {metrics.get('task')!r} run; compare calosim runs "
+                              "with calosim runs")
+        data = ([(i.get("checksum"), i.get("entries")) for i in inputs], split)
+        if reference is None:
+            reference = data
+        elif data[0] != reference[0] or not np.array_equal(data[1], reference[1]):
+            raise ConfigError(f"{run_dir}: its test showers are not those of {run_dirs[0]} "
+                              "(other files or another split); compare runs of the same data "
+                              "and seed")
+        name = (names[k] if names and k < len(names)
+                else f"{metrics.get('generator', 'calogan')} ({run_dir.name})")
+
+        def auc(key: str, m: Mapping[str, Any] = metrics) -> dict[str, Any]:
+            c = m.get(key) or {}
+            return {"auc": c.get("auc"), "interval": c.get("auc_interval")}
+
+        rows[name] = {
+            "run": str(run_dir), "generator": metrics.get("generator", "calogan"),
+            "n_test": (metrics.get("n_showers") or {}).get("test"),
+            "classifier_high_level": auc("classifier"),
+            "classifier_high_level_floor": auc("classifier_floor"),
+            "classifier_low_level": auc("classifier_low_level"),
+            "classifier_low_level_floor": auc("classifier_low_level_floor"),
+            "mean_separation_power": metrics.get("mean_separation_power"),
+            "separation_power_floor_mean": metrics.get("separation_power_floor_mean"),
+            "resolution_max_deviation": (metrics.get("resolution_agreement") or {}).get(
+                "max_deviation"),
+            "showers_per_s": (metrics.get("generation") or {}).get("showers_per_s"),
+            "device": (metrics.get("generation") or {}).get("device"),
+            "training_seconds": (metrics.get("training") or {}).get("seconds"),
+            "parameters": (metrics.get("training") or {}).get("parameters"),
+        }
+    batches = sorted({b for r in rows.values() for b in (r["showers_per_s"] or {})}, key=int)
+    head = ["generator", "AUC high-level", "floor", "AUC low-level", "floor",
+            "mean sep. power (floor)", "max σ/E deviation",
+            *(f"showers/s @ {b}" for b in batches), "training s"]
+
+    def cell(d: dict[str, Any]) -> str:
+        if d.get("auc") is None:
+            return "n/a"
+        lo, hi = d.get("interval") or (None, None)
+        return f"{d['auc']:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
+
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        speeds = r["showers_per_s"] or {}
+        lines.append("| " + " | ".join([
+            name, cell(r["classifier_high_level"]), cell(r["classifier_high_level_floor"]),
+            cell(r["classifier_low_level"]), cell(r["classifier_low_level_floor"]),
+            f"{number(r['mean_separation_power'])} ({number(r['separation_power_floor_mean'])})",
+            number(r["resolution_max_deviation"], ".3f"),
+            *(number(speeds.get(b), ",.0f") for b in batches),
+            number(r["training_seconds"], ".0f")]) + " |")
+    table = "\n".join(lines) + "\n"
+    write_json(out_dir / "comparison.json", rows)
+    write_text(out_dir / "comparison.md", table)
+    return rows
 
 
 # ------------------------------------------------------------------------ hepml simulate

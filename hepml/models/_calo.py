@@ -1,0 +1,86 @@
+"""What the shower generators share: the condition, the data arguments, the energy variables.
+
+Both generators (:mod:`hepml.models.calogan`, :mod:`hepml.models.caloflow`) describe a
+shower's longitudinal development by CaloFlow's variables (Krause and Shih,
+arXiv:2106.05285): ``u₀ = E_tot / (u_scale · E)`` (the response) and
+``u_i = E_{i−1} / Σ_{j ≥ i−1} E_j`` (what each layer keeps of the energy that reaches it),
+each in ``[0, 1]`` and mapped by ``logit(α + (1 − 2α) u)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from hepml.errors import ConfigError
+from hepml.models._registry import shape_text
+
+__all__ = ["E_REF", "EnergyRangeWarning", "expit", "layers_from_u", "logit", "shower_data_kwargs",
+           "u_logits"]
+
+#: Reference energy (GeV) of the log-energy condition.
+E_REF = 10.0
+
+
+class EnergyRangeWarning(UserWarning):
+    """Showers were requested at an incident energy outside the generator's training range."""
+
+
+def shower_data_kwargs(kind: str, shape: Any, *, particles: Sequence[int],
+                       energy_range: Sequence[float]) -> dict[str, Any]:
+    """The data arguments of a shower generator: layer shapes, particles, energy range.
+
+    Args:
+        kind: The model kind, for the error message.
+        shape: ``(rows, columns)`` of each calorimeter layer (``Showers.shapes``).
+        particles: The PDG ids of the training showers, sorted.
+        energy_range: Lowest and highest incident energy (GeV) of the training showers.
+    """
+    if (isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape
+            or any(isinstance(s, (str, bytes)) or not isinstance(s, Sequence) or len(s) != 2
+                   for s in shape)):
+        raise ConfigError(f"model.kind {kind} takes calorimeter layers of (rows, columns); "
+                          f"the showers give {shape_text(shape)}")
+    lo, hi = energy_range
+    return {"layer_shapes": [list(s) for s in shape], "particles": list(particles),
+            "energy_min": float(lo), "energy_max": float(hi)}
+
+
+def logit(u: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``logit(α + (1 − 2α) u)``: [0, 1] onto a finite range."""
+    u = alpha + (1.0 - 2.0 * alpha) * u
+    return torch.log(u) - torch.log1p(-u)
+
+
+def expit(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The inverse of :func:`logit`, clipped to [0, 1]."""
+    return ((torch.sigmoid(x) - alpha) / (1.0 - 2.0 * alpha)).clamp(0.0, 1.0)
+
+
+def u_logits(layer: torch.Tensor, energy: torch.Tensor, *, u_scale: float, alpha: float
+             ) -> torch.Tensor:
+    """Layer energies (B, L) at incident energies (B,) → the logits of u₀ … u_{L−1}."""
+    total = layer.sum(1)
+    remaining = torch.flip(torch.cumsum(torch.flip(layer, [1]), 1), [1])  # Σ_{j≥i} E_j
+    u = torch.cat([(total / (u_scale * energy.reshape(-1).to(layer.dtype))).unsqueeze(1),
+                   layer[:, :-1] / remaining[:, :-1].clamp_min(1e-30)], dim=1)
+    return logit(u.clamp(0.0, 1.0), alpha)
+
+
+def layers_from_u(u_logit: torch.Tensor, energy: torch.Tensor, *, u_scale: float, alpha: float
+                  ) -> list[torch.Tensor]:
+    """The inverse of :func:`u_logits`: one (B,) energy per layer.
+
+    What passes on to the next layer is ``(1 − u) E``, with ``1 − u`` computed as the expit
+    of ``−logit``: a deep layer's small energy is not the difference of two large ones.
+    """
+    u, u_rest = expit(u_logit, alpha), expit(-u_logit, alpha)
+    remaining = u[:, 0] * u_scale * energy.reshape(-1).to(u.dtype)
+    layers = []
+    for i in range(1, u.shape[1]):
+        layers.append(u[:, i] * remaining)
+        remaining = u_rest[:, i] * remaining
+    layers.append(remaining)
+    return layers
