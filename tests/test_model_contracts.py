@@ -147,7 +147,8 @@ def test_lumisection_maps_size_both_monitors(kind: str, size: dict[str, Any]) ->
 #: the workflow's model section, then the sizes its representation gives.
 CALOGAN_HYPER = {"latent_dim": 64, "disc_channels": 16, "disc_features": 32,
                  "minibatch_kernels": 16, "transfer": True, "hidden": 128, "loss": "r1",
-                 "r1_weight": 10.0, "learning_rate_d": 5e-05, "energy_weight": 1.0}
+                 "r1_weight": 10.0, "learning_rate_d": 5e-05, "energy_weight": 1.0,
+                 "energy_model": "mixture", "occupancy": True, "widths": True}
 EXPECTED: dict[str, dict[str, Any]] = {
     "top_tagging_cnn": {"kind": "cnn", "kwargs": {
         "conv_channels": [8, 8, 8, 8], "kernel_size": 4, "pool_after": [1, 3],

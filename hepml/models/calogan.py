@@ -162,11 +162,20 @@ class _DenseStream(nn.Module):
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.2),
                                  nn.Linear(hidden, maps * shape[0] * shape[1]))
         nn.init.constant_(self.net[2].bias, EMPTY_BIAS)  # cells start (mostly) empty
+        # with several maps (amplitude and hit probability), every cell also gets its own
+        # slope in log(E / 10 GeV), set from the training showers: how a cell's occupancy
+        # and amplitude grow with energy, not left to the adversarial gradient
+        self.slope = nn.Parameter(torch.zeros(maps, *shape)) if maps > 1 else None
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, log_energy: torch.Tensor | None = None) -> torch.Tensor:
         """(B, rows, columns), or (B, maps, rows, columns) with several maps."""
         x = self.net(h)
-        return x.view(-1, *self.shape) if self.maps == 1 else x.view(-1, self.maps, *self.shape)
+        if self.maps == 1:
+            return x.view(-1, *self.shape)
+        x = x.view(-1, self.maps, *self.shape)
+        if log_energy is not None:
+            x = x + self.slope * log_energy.view(-1, 1, 1, 1)
+        return x
 
 
 class _EnergyMixture(nn.Module):
@@ -284,7 +293,7 @@ class _Generator(nn.Module):
         out: list[torch.Tensor] = []
         prev: torch.Tensor | None = None
         for i, stream in enumerate(self.streams):
-            pre = stream(h)
+            pre = stream(h, cond[:, 0]) if self.occupancy else stream(h)
             if self.occupancy:
                 pre, hit_logit = pre[:, 0], pre[:, 1]
             if self.transfer and prev is not None:
@@ -362,6 +371,36 @@ class _LayerFeatures(nn.Module):
         return self.fc(self.conv(u).flatten(1))
 
 
+def _occupancy_fit(y: torch.Tensor, log_energy: torch.Tensor, bins: int = 5
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per cell, the amplitude and hit logits at log E = 0 and their slopes in log E.
+
+    ``y`` (B, cells) are log-scaled shares. In ``bins`` quantile bins of log E, the hit
+    logit is ``logit(occupancy)`` and the amplitude pre-activation the inverse of
+    ``tanh(softplus(·))`` at the mean log-scaled share of hit cells; a straight line in
+    log E through the bins gives each cell's intercept and slope.
+    """
+    order = torch.argsort(log_energy)
+    amp_rows, hit_rows, centres = [], [], []
+    for idx in torch.tensor_split(order, bins):
+        yb = y[idx]
+        on = (yb > 0).float()
+        occ = on.mean(0)
+        mean_on = (yb * on).sum(0) / on.sum(0).clamp_min(1.0)
+        hit_rows.append(torch.logit(occ.clamp(1e-3, 1 - 1e-3)))
+        amp_rows.append(torch.log(torch.expm1(torch.atanh(mean_on.clamp(1e-3, 0.95)))))
+        centres.append(log_energy[idx].mean())
+    x = torch.stack(centres)
+    xc = x - x.mean()
+    out = []
+    for rows in (amp_rows, hit_rows):
+        v = torch.stack(rows)  # (bins, cells)
+        slope = (xc.view(-1, 1) * (v - v.mean(0))).sum(0) / (xc.pow(2).sum() + 1e-12)
+        out.append((v.mean(0) - slope * x.mean(), slope))
+    (amp, amp_slope), (hit, hit_slope) = out
+    return amp, hit, torch.stack([amp_slope, hit_slope])
+
+
 def _widths(x: torch.Tensor) -> torch.Tensor:
     """Energy-weighted standard deviation of the column and row index of a layer (B, 2)."""
     total = x.flatten(1).sum(1).clamp_min(1e-12)
@@ -393,8 +432,12 @@ def discriminator_inputs(layers: Sequence[torch.Tensor], widths: bool = False
                              for y in logs], dim=1)
     energy = torch.cat([torch.log(shares + LOG_FLOOR), shares.sum(1, keepdim=True), occupancy],
                        dim=1)
-    if widths:  # the lateral widths of each layer, in cells: where the halo shows
-        energy = torch.cat([energy, *(_widths(x) for x in layers)], dim=1)
+    if widths:  # the lateral widths of each layer, in cells (where the halo shows), and the
+        # contrast of its two hottest cells
+        top = [torch.topk(x.flatten(1), 2, dim=1).values for x in layers]
+        ratio = torch.stack([(t[:, 0] - t[:, 1]) / (t[:, 0] + t[:, 1]).clamp_min(1e-12)
+                             for t in top], dim=1)
+        energy = torch.cat([energy, *(_widths(x) for x in layers), ratio], dim=1)
     return images, energy
 
 
@@ -403,7 +446,7 @@ class _Discriminator(nn.Module):
                  features: int, kernels: int, widths: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(_LayerFeatures(tuple(s), channels, features) for s in shapes)
-        n_energy = (4 if widths else 2) * len(shapes) + 1
+        n_energy = (5 if widths else 2) * len(shapes) + 1
         n_shower = features * len(shapes)
         self.mbd_shower = MinibatchDiscrimination(n_shower, kernels)
         self.mbd_energy = MinibatchDiscrimination(n_energy, kernels)
@@ -450,8 +493,9 @@ class CaloGAN(nn.Module):
         noise: Dequantisation of the layer energies the mixture learns: uniform noise in
             ``[0, noise)`` GeV added to every cell (an empty layer then has a density).
         widths: The discriminator also sees each layer's lateral widths (energy-weighted
-            standard deviations of the column and row), and the energy-consistency term
-            matches their batch mean and spread: the halo shows in the widths.
+            standard deviations of the column and row) and the contrast of its two hottest
+            cells, and the energy-consistency term matches their batch mean and spread: the
+            halo shows in the widths.
         stream: ``dense`` (a hidden layer, then every cell its own weights: fast) or
             ``conv`` (upsampling convolutions, then a gain and bias per cell: LAGAN-like,
             several times slower to generate).
@@ -669,9 +713,9 @@ class CaloGAN(nn.Module):
             occupancy = occupied.mean(0)
             mean_on = (y * occupied).sum(0) / occupied.sum(0).clamp_min(1.0)
             if self.generator.occupancy:
-                amplitude = torch.log(torch.expm1(torch.atanh(mean_on.clamp(1e-3, 0.95))))
-                hit = torch.logit(occupancy.clamp(1e-3, 1 - 1e-3))
+                amplitude, hit, slopes = _occupancy_fit(y, torch.log(energy.float() / E_REF))
                 stream.net[2].bias.copy_(torch.cat([amplitude, hit]))
+                stream.slope.copy_(slopes.view_as(stream.slope))
                 continue
             bias = torch.where(occupancy >= 0.5, torch.atanh(mean_on.clamp(0.0, 0.95)),
                                -0.3 * (1.0 - 2.0 * occupancy))
