@@ -211,3 +211,46 @@ def test_generator_starts_at_the_mean_shower_of_the_data() -> None:
     assert float(bias[0]) == pytest.approx(-0.3)
     y = math.log1p(0.25 / 1e-5) / math.log1p(1e5)
     assert float(bias[1]) == pytest.approx(math.atanh(y), rel=1e-5)
+
+
+def test_energy_mixture_density_is_torchs_gaussian_mixture() -> None:
+    """The density is torch.distributions' mixture of diagonal Gaussians."""
+    from hepml.models.calogan import _EnergyMixture
+
+    torch.manual_seed(0)
+    mix = _EnergyMixture(cond_dim=2, n_vars=3, components=4, hidden=8)
+    cond, u = torch.randn(5, 2), torch.randn(5, 3)
+    log_pi, mean, log_sigma = mix._params(cond)
+    ref = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=log_pi),
+        torch.distributions.Independent(torch.distributions.Normal(mean, log_sigma.exp()), 1))
+    torch.testing.assert_close(mix.log_prob(u, cond), ref.log_prob(u))
+    # sampling follows the mixture: the mean of many draws at one condition
+    c = torch.randn(1, 2).expand(40000, 2)
+    x = mix.sample(c, torch.randn(40000, 4, generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        ref = torch.distributions.MixtureSameFamily(
+            torch.distributions.Categorical(logits=mix._params(c[:1])[0]),
+            torch.distributions.Independent(torch.distributions.Normal(
+                mix._params(c[:1])[1], mix._params(c[:1])[2].exp()), 1))
+        torch.testing.assert_close(x.mean(0), ref.mean[0], atol=0.03, rtol=0)
+        torch.testing.assert_close(x.std(0), ref.stddev[0], atol=0.03, rtol=0.02)
+
+
+def test_occupancy_fit_recovers_a_known_energy_dependence() -> None:
+    """Cells hit with probability sigmoid(a + b log E): the fit gives a and b back."""
+    from hepml.models.calogan import _occupancy_fit
+
+    g = torch.Generator().manual_seed(0)
+    log_e = torch.log(1 + 99 * torch.rand(200000, generator=g))
+    a, b = torch.tensor([-2.0, 0.0, 1.0]), torch.tensor([0.5, -0.3, 0.0])
+    p = torch.sigmoid(a + b * log_e.view(-1, 1))
+    y = (torch.rand(p.shape, generator=g) < p).float() * 0.4
+    amp, hit, slopes = _occupancy_fit(y, log_e, bins=8)
+    # the fit is linear in log E through bin averages of a logistic: close, not exact
+    torch.testing.assert_close(slopes[1], b, atol=0.05, rtol=0)
+    torch.testing.assert_close(hit, a, atol=0.1, rtol=0)
+    # a constant amplitude: zero slope, the inverse of tanh(softplus(.)) at 0.4
+    torch.testing.assert_close(slopes[0], torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tanh(torch.nn.functional.softplus(amp)),
+                               torch.full((3,), 0.4), atol=1e-4, rtol=0)
