@@ -80,3 +80,15 @@ def realdata() -> Path:
     if not REALDATA.exists():
         pytest.skip(f"{REALDATA} is not there")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def shower_file(tmp_path_factory) -> Path:
+    """700 GFlash e+ showers, 5-50 GeV, in a hepml ROOT file: the calosim job's tests."""
+    from hepml.io.calo import write_showers
+    from hepml.simulation.showers import ShowerSimulationConfig, simulate_showers
+
+    showers, meta = simulate_showers(ShowerSimulationConfig(n_showers=700, seed=3,
+                                                            energy_min=5.0, energy_max=50.0))
+    return write_showers(tmp_path_factory.mktemp("showers") / "eplus.root", showers,
+                         metadata=meta)

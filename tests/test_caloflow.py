@@ -12,10 +12,9 @@ import torch
 
 from hepml.cli import main
 from hepml.config import load_workflow
-from hepml.io.calo import read_showers, write_showers
+from hepml.io.calo import read_showers
 from hepml.models import build_model
 from hepml.models.caloflow import CaloFlow, _coupling_flow
-from hepml.simulation.showers import ShowerSimulationConfig, simulate_showers
 from hepml.tasks import calosim
 from hepml.training.checkpoint import load_checkpoint
 
@@ -115,14 +114,6 @@ def test_seeded_sampling_is_reproducible() -> None:
 
 
 # ------------------------------------------------------------------------ the job
-@pytest.fixture(scope="module")
-def shower_file(tmp_path_factory) -> Path:
-    showers, meta = simulate_showers(ShowerSimulationConfig(n_showers=700, seed=3,
-                                                            energy_min=5.0, energy_max=50.0))
-    return write_showers(tmp_path_factory.mktemp("showers") / "eplus.root", showers,
-                         metadata=meta)
-
-
 @pytest.fixture(scope="module")
 def run_dir(shower_file, tmp_path_factory) -> Path:
     cfg = load_workflow(WORKFLOW, {**SMALL, "data.files": [str(shower_file)],

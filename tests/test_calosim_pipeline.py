@@ -16,7 +16,6 @@ from hepml.config import load_workflow
 from hepml.errors import CheckpointError, ConfigError, EmptyInputError
 from hepml.io.calo import read_showers, write_calogan_hdf5, write_showers
 from hepml.models.calogan import EnergyRangeWarning
-from hepml.simulation.showers import ShowerSimulationConfig, simulate_showers
 from hepml.tasks import calosim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,14 +25,6 @@ SMALL = {"model.latent_dim": 8, "model.hidden": 32, "model.disc_channels": 4,
          "model.disc_features": 8, "model.minibatch_kernels": 4, "training.epochs": 1,
          "training.batch_size": 64, "calosim.classifier": {"epochs": 3, "hidden": [16]},
          "calosim.timing_batches": [1, 64]}
-
-
-@pytest.fixture(scope="module")
-def shower_file(tmp_path_factory) -> Path:
-    showers, meta = simulate_showers(ShowerSimulationConfig(n_showers=700, seed=3,
-                                                            energy_min=5.0, energy_max=50.0))
-    return write_showers(tmp_path_factory.mktemp("showers") / "eplus.root", showers,
-                         metadata=meta)
 
 
 @pytest.fixture(scope="module")

@@ -126,8 +126,8 @@ def test_event_gnn_edge_classifier_and_autoencoders_match_the_cpu(device):
              torch.rand(20, 1, 8, 8, generator=g))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_calogan_trains_with_mixed_precision_and_generates(tmp_path, device):
+def _shower_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ChunkedDataset]:
+    """128 random showers of 40 cells (2x8, 4x4, 4x2) at 1-100 GeV, and their batches."""
     g = torch.Generator().manual_seed(0)
     energy = 1 + 99 * torch.rand(128, generator=g)
     shares = torch.rand(128, 40, generator=g) * (torch.rand(128, 40, generator=g) < 0.6)
@@ -135,6 +135,12 @@ def test_calogan_trains_with_mixed_precision_and_generates(tmp_path, device):
     part = torch.zeros(128, dtype=torch.long)
     data = ChunkedDataset([lambda: (cells, energy, part, energy)], [128], batch_size=32,
                           shuffle=True, seed=1)
+    return cells, energy, part, data
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_calogan_trains_with_mixed_precision_and_generates(tmp_path, device):
+    cells, energy, part, data = _shower_data()
     torch.manual_seed(0)
     model = build_model("calogan", **GAN)
     model.to(device).initialise_from(cells.to(device), energy.to(device))
@@ -155,13 +161,7 @@ def test_caloflow_trains_and_generates_on_the_device(tmp_path, device):
     """Both flows train (float32, even where mixed precision is on) and sample on the device."""
     from conftest import SMALL_CALOFLOW
 
-    g = torch.Generator().manual_seed(0)
-    energy = 1 + 99 * torch.rand(128, generator=g)
-    shares = torch.rand(128, 40, generator=g) * (torch.rand(128, 40, generator=g) < 0.6)
-    cells = shares / shares.sum(1, keepdim=True) * 0.9 * energy[:, None]
-    part = torch.zeros(128, dtype=torch.long)
-    data = ChunkedDataset([lambda: (cells, energy, part, energy)], [128], batch_size=32,
-                          shuffle=True, seed=1)
+    cells, energy, part, data = _shower_data()
     torch.manual_seed(0)
     model = build_model("caloflow", **SMALL_CALOFLOW)
     model.to(device).initialise_from(cells.to(device), energy.to(device))

@@ -17,8 +17,8 @@ import torch
 from hepml.errors import ConfigError
 from hepml.models._registry import shape_text
 
-__all__ = ["E_REF", "EnergyRangeWarning", "expit", "layers_from_u", "logit", "shower_data_kwargs",
-           "u_logits"]
+__all__ = ["E_REF", "EnergyRangeWarning", "check_layout", "expit", "layers_from_u", "logit",
+           "shower_data_kwargs", "u_logits"]
 
 #: Reference energy (GeV) of the log-energy condition.
 E_REF = 10.0
@@ -46,6 +46,24 @@ def shower_data_kwargs(kind: str, shape: Any, *, particles: Sequence[int],
     lo, hi = energy_range
     return {"layer_shapes": [list(s) for s in shape], "particles": list(particles),
             "energy_min": float(lo), "energy_max": float(hi)}
+
+
+def check_layout(layer_shapes: Sequence[Sequence[int]], particles: Sequence[int],
+                 energy_min: float, energy_max: float) -> list[tuple[int, ...]]:
+    """A generator's layer shapes as tuples, after checking them, the particles and the range.
+
+    Raises:
+        ValueError: Shapes that are not positive (rows, columns) pairs, no particle, or an
+            energy range that is not 0 < min <= max.
+    """
+    shapes = [tuple(int(v) for v in s) for s in layer_shapes]
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise ValueError(f"layer_shapes must be (rows, columns) pairs, got {layer_shapes}")
+    if not particles:
+        raise ValueError("particles: at least one PDG id")
+    if not 0 < energy_min <= energy_max:
+        raise ValueError(f"energy range [{energy_min}, {energy_max}] GeV is not valid")
+    return shapes
 
 
 def logit(u: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -58,6 +58,7 @@ from torch.nn import functional as F
 from hepml.models._calo import (
     E_REF,
     EnergyRangeWarning,
+    check_layout,
     expit,
     layers_from_u,
     logit,
@@ -175,17 +176,11 @@ class CaloFlow(nn.Module):
                  u_scale: _Positive = 2.0, energy_min: float = 1.0, energy_max: float = 100.0
                  ) -> None:
         super().__init__()
-        shapes = [tuple(int(v) for v in s) for s in layer_shapes]
-        if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
-            raise ValueError(f"layer_shapes must be (rows, columns) pairs, got {layer_shapes}")
-        if not particles:
-            raise ValueError("particles: at least one PDG id")
+        shapes = check_layout(layer_shapes, particles, energy_min, energy_max)
         if min(energy_transforms, blocks, energy_hidden, hidden) < 1 or bins < 2:
             raise ValueError("transforms, blocks and widths must be positive and bins >= 2")
         if not (noise > 0 and 0 < alpha < 0.5 and u_scale > 0 and bound > 0):
             raise ValueError("noise, u_scale and bound must be positive, alpha in (0, 0.5)")
-        if not 0 < energy_min <= energy_max:
-            raise ValueError(f"energy range [{energy_min}, {energy_max}] GeV is not valid")
         self.layer_shapes = shapes
         self.cells = [r * c for r, c in shapes]
         self.n_cells = sum(self.cells)

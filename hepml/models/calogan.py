@@ -66,6 +66,7 @@ from torch.nn import functional as F
 from hepml.models._calo import (
     E_REF,
     EnergyRangeWarning,
+    check_layout,
     layers_from_u,
     shower_data_kwargs,
     u_logits,
@@ -569,11 +570,7 @@ class CaloGAN(nn.Module):
                  energy_min: float = 1.0,
                  energy_max: float = 100.0) -> None:
         super().__init__()
-        shapes = [tuple(int(v) for v in s) for s in layer_shapes]
-        if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
-            raise ValueError(f"layer_shapes must be (rows, columns) pairs, got {layer_shapes}")
-        if not particles:
-            raise ValueError("particles: at least one PDG id")
+        shapes = check_layout(layer_shapes, particles, energy_min, energy_max)
         if loss not in ("r1", "wgan_gp"):
             raise ValueError(f"loss must be 'r1' or 'wgan_gp', got {loss!r}")
         if n_critic < 1:
@@ -587,8 +584,6 @@ class CaloGAN(nn.Module):
                              "mixture_components >= 1 and noise > 0")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
-        if not 0 < energy_min <= energy_max:
-            raise ValueError(f"energy range [{energy_min}, {energy_max}] GeV is not valid")
         self.layer_shapes = shapes
         self.cells = [r * c for r, c in shapes]
         self.particles = [int(p) for p in particles]
