@@ -17,8 +17,8 @@ import torch
 from hepml.errors import ConfigError
 from hepml.models._registry import shape_text
 
-__all__ = ["E_REF", "EnergyRangeWarning", "check_layout", "expit", "layers_from_u", "logit",
-           "shower_data_kwargs", "u_logits"]
+__all__ = ["E_REF", "EnergyRangeWarning", "check_layout", "condition", "expit", "layers_from_u",
+           "logit", "shower_data_kwargs", "u_logits"]
 
 #: Reference energy (GeV) of the log-energy condition.
 E_REF = 10.0
@@ -64,6 +64,23 @@ def check_layout(layer_shapes: Sequence[Sequence[int]], particles: Sequence[int]
     if not 0 < energy_min <= energy_max:
         raise ValueError(f"energy range [{energy_min}, {energy_max}] GeV is not valid")
     return shapes
+
+
+def condition(energy: torch.Tensor, particle: torch.Tensor | None, particles: Sequence[int],
+              *, linear: bool) -> torch.Tensor:
+    """A generator's condition: log(E / 10 GeV), then E / 100 GeV when ``linear``.
+
+    Then the particle's one-hot code, when the generator knows several particles.
+    """
+    energy = energy.float().reshape(-1, 1)
+    parts = [torch.log(energy / E_REF)] + ([energy / 100.0] if linear else [])
+    if len(particles) > 1:
+        if particle is None:
+            raise ValueError(f"this generator knows several particles {list(particles)}; "
+                             "say which one to generate")
+        parts.append(torch.nn.functional.one_hot(particle.long().reshape(-1),
+                                                 len(particles)).float())
+    return torch.cat(parts, dim=1)
 
 
 def logit(u: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -53,12 +53,11 @@ import pydantic
 import torch
 import zuko
 from torch import nn
-from torch.nn import functional as F
 
 from hepml.models._calo import (
-    E_REF,
     EnergyRangeWarning,
     check_layout,
+    condition,
     expit,
     layers_from_u,
     logit,
@@ -210,14 +209,7 @@ class CaloFlow(nn.Module):
     # ---------------------------------------------------------------- variables
     def condition(self, energy: torch.Tensor, particle: torch.Tensor | None = None) -> torch.Tensor:
         """The flows' condition: log(E / 10 GeV) and the particle's one-hot code."""
-        energy = energy.float().reshape(-1, 1)
-        parts = [torch.log(energy / E_REF)]
-        if len(self.particles) > 1:
-            if particle is None:
-                raise ValueError(f"this generator knows several particles {self.particles}; "
-                                 "say which one to generate")
-            parts.append(F.one_hot(particle.long().reshape(-1), len(self.particles)).float())
-        return torch.cat(parts, dim=1)
+        return condition(energy, particle, self.particles, linear=False)
 
     def _layer_energies(self, cells: torch.Tensor) -> torch.Tensor:
         return torch.stack([x.sum(1) for x in torch.split(cells, self.cells, dim=1)], dim=1)

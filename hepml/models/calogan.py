@@ -67,6 +67,7 @@ from hepml.models._calo import (
     E_REF,
     EnergyRangeWarning,
     check_layout,
+    condition,
     layers_from_u,
     shower_data_kwargs,
     u_logits,
@@ -610,14 +611,7 @@ class CaloGAN(nn.Module):
     # ----------------------------------------------------------------- helpers
     def condition(self, energy: torch.Tensor, particle: torch.Tensor | None = None) -> torch.Tensor:
         """The conditioning vector: log(E/10 GeV), E/100 GeV and the particle's one-hot code."""
-        energy = energy.float().reshape(-1, 1)
-        parts = [torch.log(energy / E_REF), energy / 100.0]
-        if len(self.particles) > 1:
-            if particle is None:
-                raise ValueError(f"this generator knows several particles {self.particles}; "
-                                 "say which one to generate")
-            parts.append(F.one_hot(particle.long().reshape(-1), len(self.particles)).float())
-        return torch.cat(parts, dim=1)
+        return condition(energy, particle, self.particles, linear=True)
 
     def split(self, cells: torch.Tensor) -> list[torch.Tensor]:
         """Flat cells (B, sum of cells) → one (B, rows, columns) tensor per layer."""
