@@ -9,6 +9,7 @@ each in ``[0, 1]`` and mapped by ``logit(α + (1 − 2α) u)``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from hepml.errors import ConfigError
 from hepml.models._registry import shape_text
 
 __all__ = ["E_REF", "EnergyRangeWarning", "check_layout", "condition", "expit", "layers_from_u",
-           "logit", "shower_data_kwargs", "u_logits"]
+           "logit", "shower_data_kwargs", "u_logits", "warn_outside_range"]
 
 #: Reference energy (GeV) of the log-energy condition.
 E_REF = 10.0
@@ -26,6 +27,21 @@ E_REF = 10.0
 
 class EnergyRangeWarning(UserWarning):
     """Showers were requested at an incident energy outside the generator's training range."""
+
+
+def warn_outside_range(energy: torch.Tensor, energy_range: torch.Tensor, *,
+                       stacklevel: int) -> None:
+    """An :class:`EnergyRangeWarning` when energies lie outside the trained range.
+
+    It reads the device (a host synchronisation): callers that checked on the host skip it.
+    """
+    lo, hi = energy_range.tolist()
+    outside = (energy < lo * (1 - 1e-6)) | (energy > hi * (1 + 1e-6))
+    if bool(outside.any()):
+        warnings.warn(
+            f"{int(outside.sum())} of {len(energy)} requested incident energies lie outside "
+            f"the training range [{lo:g}, {hi:g}] GeV; the generator extrapolates there",
+            EnergyRangeWarning, stacklevel=stacklevel + 1)
 
 
 def shower_data_kwargs(kind: str, shape: Any, *, particles: Sequence[int],

@@ -55,7 +55,6 @@ import zuko
 from torch import nn
 
 from hepml.models._calo import (
-    EnergyRangeWarning,
     check_layout,
     condition,
     expit,
@@ -63,6 +62,7 @@ from hepml.models._calo import (
     logit,
     shower_data_kwargs,
     u_logits,
+    warn_outside_range,
 )
 from hepml.models._registry import ModelContract, register_model
 
@@ -303,15 +303,7 @@ class CaloFlow(nn.Module):
         """Generate showers at ``energy`` (GeV), warning if it is outside the training range."""
         energy = energy.float().reshape(-1)
         if check_range:
-            lo, hi = self.energy_range.tolist()
-            outside = (energy < lo * (1 - 1e-6)) | (energy > hi * (1 + 1e-6))
-            if bool(outside.any()):
-                import warnings
-
-                warnings.warn(
-                    f"{int(outside.sum())} of {len(energy)} requested incident energies lie "
-                    f"outside the training range [{lo:g}, {hi:g}] GeV; the generator "
-                    "extrapolates there", EnergyRangeWarning, stacklevel=2)
+            warn_outside_range(energy, self.energy_range, stacklevel=2)
         b, dev = energy.shape[0], energy.device
         z_energy = torch.randn(b, self.n_layers, device=dev, generator=generator)
         z_cells = torch.randn(b, self.n_cells, device=dev, generator=generator)

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -71,6 +70,7 @@ from hepml.models._calo import (
     layers_from_u,
     shower_data_kwargs,
     u_logits,
+    warn_outside_range,
 )
 from hepml.models._registry import ModelContract, register_model
 
@@ -660,18 +660,10 @@ class CaloGAN(nn.Module):
         """
         energy = energy.float().reshape(-1)
         if check_range:
-            self._check_range(energy)
+            warn_outside_range(energy, self.energy_range, stacklevel=2)
         z = self._noise(len(energy), energy.device, generator)
         return self.forward(energy, particle, z)
 
-    def _check_range(self, energy: torch.Tensor) -> None:
-        lo, hi = self.energy_range.tolist()
-        outside = (energy < lo * (1 - 1e-6)) | (energy > hi * (1 + 1e-6))
-        if bool(outside.any()):
-            warnings.warn(
-                f"{int(outside.sum())} of {len(energy)} requested incident energies lie outside "
-                f"the training range [{lo:g}, {hi:g}] GeV; the generator extrapolates there",
-                EnergyRangeWarning, stacklevel=3)
 
     @torch.no_grad()
     def initialise_from(self, cells: torch.Tensor, energy: torch.Tensor) -> None:

@@ -17,7 +17,7 @@ from hepml.tasks._job import number
 from hepml.tasks.calosim.data import CaloSimConfig
 
 __all__ = ["LOW_LEVEL_CLASSIFIER", "classifier_tests", "compare", "low_level_features",
-           "resolution_agreement"]
+           "reference_halves", "resolution_agreement"]
 
 #: The low-level classifier's options unless ``calosim.classifier_low_level`` says otherwise.
 LOW_LEVEL_CLASSIFIER = {"hidden": (256, 256), "epochs": 30}
@@ -29,6 +29,12 @@ def low_level_features(showers: Showers) -> torch.Tensor:
     energy = showers.energy.astype(np.float64).reshape(-1, 1)
     return torch.from_numpy(np.concatenate([np.log10(energy), cells / energy], axis=1)
                             .astype(np.float32))
+
+
+def reference_halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two random halves of ``n`` test showers (sorted indices): what every floor compares."""
+    half = np.random.default_rng(seed + 2).permutation(n)
+    return (torch.from_numpy(np.sort(half[: n // 2])), torch.from_numpy(np.sort(half[n // 2:])))
 
 
 def classifier_tests(reference: Showers, generated: Showers, comparison: Mapping[str, Any], *,
@@ -44,9 +50,7 @@ def classifier_tests(reference: Showers, generated: Showers, comparison: Mapping
     high = {k: evaluation.high_level_features(obs[k], names)[0]
             for k in ("reference", "generated")}
     low = {"reference": low_level_features(reference), "generated": low_level_features(generated)}
-    half = np.random.default_rng(seed + 2).permutation(len(reference))
-    a, b = (torch.from_numpy(np.sort(h)) for h in (half[: len(half) // 2],
-                                                     half[len(half) // 2:]))
+    a, b = reference_halves(len(reference), seed)
     low_opts = {**LOW_LEVEL_CLASSIFIER, **calo.classifier_low_level}
     high_opts = {k: v for k, v in calo.classifier.items() if k != "log_features"}
     out: dict[str, Any] = {}

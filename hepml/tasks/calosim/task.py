@@ -28,7 +28,11 @@ from hepml.tasks.calosim.data import (
     load_showers,
     parameter_counts,
 )
-from hepml.tasks.calosim.evaluate import classifier_tests, resolution_agreement
+from hepml.tasks.calosim.evaluate import (
+    classifier_tests,
+    reference_halves,
+    resolution_agreement,
+)
 from hepml.tasks.calosim.generate import generate_like, generation_speed
 from hepml.tasks.rundir import open_run_dir
 from hepml.training import Trainer, distributed, resolve_device
@@ -123,9 +127,8 @@ def run(cfg: WorkflowConfig, *, resume: str | Path | None = None) -> JobResult:
         test_s, generated, layout=layout, bins=calo.bins, classifier=calo.classifier or None,
         device=device, threshold=calo.sparsity_threshold, response_bins=calo.energy_bins)
     # the statistical floor: the same comparison between two halves of the test showers
-    half = np.random.default_rng(cfg.seed + 2).permutation(len(test_s))
     ref_obs = comparison["observables"]["reference"]
-    a, b = (torch.from_numpy(np.sort(h)) for h in (half[: len(half) // 2], half[len(half) // 2:]))
+    a, b = reference_halves(len(test_s), cfg.seed)
     floor = evaluation.separation_powers({k: v[a] for k, v in ref_obs.items()},
                                          {k: v[b] for k, v in ref_obs.items()}, bins=calo.bins)
     speeds = generation_speed(gen_model, device=device, batch_sizes=calo.timing_batches,
